@@ -1,0 +1,55 @@
+"""What a slide backend provides to :class:`~napari_mupd.io.Slide`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of a slide pyramid.
+
+    ``shape`` and ``tile`` are (height, width) in pixels; ``downsample`` is relative
+    to level 0 (OpenSlide's convention: the mean of the two axes' ratios);
+    ``native`` is False for levels computed lazily from a finer one.
+    """
+
+    shape: tuple[int, int]
+    downsample: float
+    tile: tuple[int, int]
+    native: bool = True
+
+
+@dataclass
+class BackendInfo:
+    """Static facts a backend reads from the file on open."""
+
+    vendor: str
+    levels: list[Level]
+    mpp: tuple[float, float] | None = None
+    objective_power: float | None = None
+    associated: dict[str, Callable[[], np.ndarray]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """A reader of native pyramid levels."""
+
+    info: BackendInfo
+
+    def read(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """Return level pixels [y:y+h, x:x+w] (inside the level) as (h, w, 3) uint8."""
+        ...
+
+    def close(self) -> None:
+        """Release file handles and threads."""
+        ...
+
+
+def level_downsample(base: tuple[int, int], shape: tuple[int, int]) -> float:
+    """OpenSlide's downsample of a level: the mean of the height and width ratios."""
+    return (base[0] / shape[0] + base[1] / shape[1]) / 2

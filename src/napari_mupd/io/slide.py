@@ -1,0 +1,347 @@
+"""``open_slide``: any whole-slide image as a lazy RGB pyramid with fast region reads."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import weakref
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+
+from napari_mupd.errors import MissingDependencyError, RegionError, SlideError
+from napari_mupd.io._backend import Backend, Level
+
+#: Lower levels are added lazily until the coarsest level fits in this many pixels.
+COARSEST_SIDE = 2048
+_DERIVED_TILE = (512, 512)
+_BLOCK_PIXELS = 2048  # source pixels per side read at once when computing a derived level
+_OPENSLIDE_ONLY = {".mrxs", ".vms", ".vmu", ".scn", ".bif", ".svslide", ".dcm"}
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8", b"RIFF")
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def open_slide(path: str | os.PathLike, *, series: int | None = None) -> Slide:
+    """Open a whole-slide image (or any RGB image) lazily.
+
+    ``series`` picks an image of a multi-series file (OME-TIFF); by default the
+    largest one that is not a label, macro or thumbnail. Raises
+    :class:`~napari_mupd.errors.SlideError` naming the file and the reason when
+    the file cannot be read.
+    """
+    return Slide(path, series=series)
+
+
+class Slide:
+    """A whole-slide image: a lazy dask pyramid plus OpenSlide-style region reads.
+
+    Use it as a context manager, or call :meth:`close`. It pickles by path, so a
+    dask worker that receives it (or one of its ``levels``) reopens the file.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, series: int | None = None) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self._series = series
+        self._backend = _open_backend(self.path, series)
+        info = self._backend.info
+        self._native_count = len(info.levels)
+        self._level_info = _with_derived_levels(info.levels)
+        self.mpp: tuple[float, float] | None = info.mpp
+        self.metadata: dict[str, Any] = {
+            "vendor": info.vendor,
+            "objective_power": info.objective_power,
+            "associated_images": sorted(info.associated),
+            "native_levels": self._native_count,
+            **info.extra,
+        }
+        self._closed = False
+        self._lock = threading.Lock()
+        self._levels: list[da.Array] | None = None
+        self._finalizer = weakref.finalize(self, self._backend.close)
+
+    # -- description -----------------------------------------------------------------
+    @property
+    def level_info(self) -> list[Level]:
+        """One :class:`Level` per pyramid level, level 0 first (derived levels last)."""
+        return list(self._level_info)
+
+    @property
+    def level_count(self) -> int:
+        """Number of levels, native and derived."""
+        return len(self._level_info)
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """(width, height) of level 0, as OpenSlide reports it."""
+        h, w = self._level_info[0].shape
+        return w, h
+
+    @property
+    def downsamples(self) -> tuple[float, ...]:
+        """Downsample of each level relative to level 0."""
+        return tuple(level.downsample for level in self._level_info)
+
+    @property
+    def vendor(self) -> str:
+        """Format or scanner vendor ('aperio', 'ome-tiff', 'ome-zarr', 'image', ...)."""
+        return self.metadata["vendor"]
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._closed
+
+    @property
+    def levels(self) -> list[da.Array]:
+        """The pyramid as (Y, X, 3) uint8 dask arrays chunked at the native tile size."""
+        with self._lock:
+            if self._levels is None:
+                self._levels = [self._dask_level(i) for i in range(self.level_count)]
+            return list(self._levels)
+
+    def __repr__(self) -> str:
+        w, h = self.dimensions
+        return (
+            f"<Slide {self.path.name!r} {w}x{h} {self.vendor} "
+            f"levels={self.level_count} mpp={self.mpp}>"
+        )
+
+    # -- reading -----------------------------------------------------------------------
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray:
+        """Read a (h, w, 3) uint8 region, OpenSlide style.
+
+        ``location`` is the (x, y) top-left in level-0 pixels, ``size`` the
+        (width, height) at ``level``. Pixels outside the slide are white; a region
+        entirely outside raises :class:`~napari_mupd.errors.RegionError`.
+        """
+        self._check_open()
+        if not 0 <= level < self.level_count:
+            raise RegionError(
+                f"{self.path.name}: level {level} does not exist (the slide has {self.level_count})"
+            )
+        w, h = (int(v) for v in size)
+        if w <= 0 or h <= 0:
+            raise RegionError(f"{self.path.name}: region size must be positive, got {size}")
+        ds = self._level_info[level].downsample
+        x = math.floor(location[0] / ds + 1e-6)
+        y = math.floor(location[1] / ds + 1e-6)
+        lh, lw = self._level_info[level].shape
+        y0, x0, y1, x1 = max(y, 0), max(x, 0), min(y + h, lh), min(x + w, lw)
+        if y0 >= y1 or x0 >= x1:
+            raise RegionError(
+                f"{self.path.name}: region at {tuple(location)} of size {(w, h)} on level "
+                f"{level} lies outside the slide ({lw}x{lh} at that level)"
+            )
+        inside = self._read_level(level, y0, x0, y1 - y0, x1 - x0)
+        if (y0, x0, y1, x1) == (y, x, y + h, x + w):
+            return inside
+        out = np.full((h, w, 3), 255, np.uint8)
+        out[y0 - y : y1 - y, x0 - x : x1 - x] = inside
+        return out
+
+    def thumbnail(self, max_size: int = 1024) -> np.ndarray:
+        """The whole slide, downsampled so that its longer side is at most ``max_size``."""
+        from skimage.transform import resize
+
+        self._check_open()
+        level = next(
+            (i for i, info in enumerate(self._level_info) if max(info.shape) <= max_size),
+            self.level_count - 1,
+        )
+        h, w = self._level_info[level].shape
+        image = self._read_level(level, 0, 0, h, w)
+        scale = max_size / max(h, w)
+        if scale >= 1:
+            return image
+        shape = (max(1, round(h * scale)), max(1, round(w * scale)))
+        return (resize(image, shape, anti_aliasing=True, preserve_range=True) + 0.5).astype(
+            np.uint8
+        )
+
+    def associated_image(self, name: str) -> np.ndarray:
+        """An associated image ('label', 'macro', 'thumbnail', ...) as RGB uint8."""
+        self._check_open()
+        associated = self._backend.info.associated
+        if name not in associated:
+            raise SlideError(
+                f"{self.path.name}: no associated image {name!r}; "
+                f"it has {sorted(associated) or 'none'}"
+            )
+        return associated[name]()
+
+    def _read_level(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """Pixels [y:y+h, x:x+w] of a level; the box must lie inside the level."""
+        self._check_open()
+        if level < self._native_count:
+            try:
+                return self._backend.read(level, y, x, h, w)
+            except SlideError as exc:
+                raise SlideError(f"{self.path}: {exc}") from exc
+        return self._read_derived(level, y, x, h, w)
+
+    def _read_derived(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """Area-average a derived level from the coarsest native level, block by block."""
+        source = self._native_count - 1
+        factor = round(self._level_info[level].downsample / self._level_info[source].downsample)
+        sh, sw = self._level_info[source].shape
+        out = np.empty((h, w, 3), np.uint8)
+        step = max(1, _BLOCK_PIXELS // factor)
+        for by in range(0, h, step):
+            for bx in range(0, w, step):
+                bh, bw = min(step, h - by), min(step, w - bx)
+                sy, sx = (y + by) * factor, (x + bx) * factor
+                sy1, sx1 = min(sy + bh * factor, sh), min(sx + bw * factor, sw)
+                block = self._read_level(source, sy, sx, sy1 - sy, sx1 - sx)
+                pad = ((0, bh * factor - block.shape[0]), (0, bw * factor - block.shape[1]), (0, 0))
+                if any(p[1] for p in pad):
+                    block = np.pad(block, pad, mode="edge")
+                mean = block.reshape(bh, factor, bw, factor, 3).mean(axis=(1, 3))
+                out[by : by + bh, bx : bx + bw] = (mean + 0.5).astype(np.uint8)
+        return out
+
+    def _dask_level(self, level: int) -> da.Array:
+        h, w = self._level_info[level].shape
+        th, tw = self._level_info[level].tile
+        stat = self.path.stat() if self.path.is_file() else None
+        token = (str(self.path), self._series, stat.st_mtime_ns if stat else 0, level)
+        return da.from_array(
+            _LevelArray(self, level, (h, w, 3)),
+            chunks=(min(th, h), min(tw, w), 3),
+            name=f"mupd-slide-{tokenize(*token)}",
+            asarray=False,
+            fancy=False,
+            lock=False,
+            meta=np.empty((0, 0, 0), np.uint8),
+        )
+
+    # -- life cycle --------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SlideError(f"{self.path}: the slide has been closed")
+
+    def close(self) -> None:
+        """Close the file; reads afterwards raise :class:`SlideError`."""
+        self._closed = True
+        self._finalizer()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __reduce__(self):
+        return (_reopen, (str(self.path), self._series))
+
+
+def _reopen(path: str, series: int | None) -> Slide:
+    return Slide(path, series=series)
+
+
+_WORKER_SLIDES: dict[tuple[str, int | None], Slide] = {}
+_WORKER_LOCK = threading.Lock()
+
+
+def _worker_slide(path: str, series: int | None) -> Slide:
+    """One open slide per path in a process that received pickled levels."""
+    with _WORKER_LOCK:
+        slide = _WORKER_SLIDES.get((path, series))
+        if slide is None or slide.closed:
+            slide = _WORKER_SLIDES[(path, series)] = Slide(path, series=series)
+        return slide
+
+
+class _LevelArray:
+    """Array-like view of one level for ``dask.array.from_array``; pickles by path."""
+
+    def __init__(self, slide: Slide, level: int, shape: tuple[int, int, int]) -> None:
+        self.slide, self.level, self.shape = slide, level, shape
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 3
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        ys, xs = key[0], key[1]
+        y0, y1, _ = ys.indices(self.shape[0])
+        x0, x1, _ = xs.indices(self.shape[1])
+        out = self.slide._read_level(self.level, y0, x0, y1 - y0, x1 - x0)
+        return out[(slice(None), slice(None), *key[2:3])]
+
+    def __reduce__(self):
+        return (_worker_level, (str(self.slide.path), self.slide._series, self.level, self.shape))
+
+
+def _worker_level(path: str, series: int | None, level: int, shape: tuple[int, int, int]):
+    return _LevelArray(_worker_slide(path, series), level, shape)
+
+
+def _with_derived_levels(levels: list[Level]) -> list[Level]:
+    """Append lazily computed 2x levels until the coarsest fits ``COARSEST_SIDE``."""
+    out = list(levels)
+    coarsest = levels[-1]
+    factor = 1
+    while max(out[-1].shape) > COARSEST_SIDE:
+        factor *= 2
+        shape = tuple(math.ceil(s / factor) for s in coarsest.shape)
+        downsample = coarsest.downsample * factor
+        out.append(
+            replace(coarsest, shape=shape, downsample=downsample, tile=_DERIVED_TILE, native=False)
+        )
+    return out
+
+
+def _open_backend(path: Path, series: int | None) -> Backend:
+    """Pick the backend for a path, turning every failure into a SlideError."""
+    try:
+        return _select_backend(path, series)
+    except SlideError as exc:
+        if str(path) in str(exc):
+            raise
+        raise SlideError(f"{path}: {exc}") from exc
+    except MissingDependencyError as exc:
+        raise SlideError(f"{path}: {exc}") from exc
+
+
+def _select_backend(path: Path, series: int | None) -> Backend:
+    from napari_mupd.io._image import ImageBackend
+    from napari_mupd.io._ome_zarr import OmeZarrBackend, is_zarr
+    from napari_mupd.io._openslide import OpenSlideBackend, import_openslide, openslide_can_read
+    from napari_mupd.io._tiff import TiffBackend
+
+    if not path.exists():
+        raise SlideError("no such file or folder")
+    if path.is_dir():
+        if is_zarr(path):
+            return OmeZarrBackend(path)
+        raise SlideError("a folder that is not an OME-Zarr (no zarr.json or .zattrs inside)")
+    size = path.stat().st_size
+    if size == 0:
+        raise SlideError("the file is empty (0 bytes)")
+    with path.open("rb") as fh:
+        magic = fh.read(8)
+    if magic.startswith(_TIFF_MAGIC):
+        try:
+            return TiffBackend(path, series)
+        except SlideError:
+            raise
+        except Exception as exc:  # tifffile raises many types for broken files
+            if openslide_can_read(path):
+                return OpenSlideBackend(path)
+            raise SlideError(f"a corrupt or truncated TIFF ({type(exc).__name__}: {exc})") from exc
+    if magic.startswith(_IMAGE_MAGIC):
+        return ImageBackend(path)
+    if path.suffix.lower() in _OPENSLIDE_ONLY:
+        import_openslide()
+    if openslide_can_read(path):
+        return OpenSlideBackend(path)
+    raise SlideError(
+        f"not a slide format napari-mupd reads (starts with {magic[:8]!r}); "
+        "TIFF, SVS, NDPI, OME-TIFF, OME-Zarr, PNG and JPEG are read directly, other "
+        "formats through OpenSlide: pip install 'napari-mupd[openslide]'"
+    )
