@@ -89,15 +89,16 @@ class _ZarrPlane:
     def __init__(self, page: tifffile.TiffPage | tifffile.TiffFrame) -> None:
         self.store = page.aszarr()
         self.array = zarr.open(self.store, mode="r")
-        self.tile = tuple(int(c) for c in self.array.chunks[:2])
         self.samples = int(page.keyframe.samplesperpixel)
         self.dtype = page.keyframe.dtype
+        self.planar = page.keyframe.planarconfig == 2 and self.samples > 1
+        yx = self.array.chunks[1:3] if self.planar else self.array.chunks[:2]
+        self.tile = (int(yx[0]), int(yx[1]))
 
     def read(self, y: int, x: int, h: int, w: int) -> np.ndarray:
-        out = np.asarray(self.array[y : y + h, x : x + w])
-        if out.ndim == 3 and out.shape[0] == self.samples and out.shape[2] != self.samples:
-            out = np.moveaxis(out, 0, -1)
-        return out.reshape(h, w, -1)
+        if self.planar:  # (samples, y, x)
+            return np.moveaxis(np.asarray(self.array[:, y : y + h, x : x + w]), 0, -1)
+        return np.asarray(self.array[y : y + h, x : x + w]).reshape(h, w, -1)
 
     def close(self) -> None:
         self.store.close()
@@ -125,7 +126,7 @@ class TiffBackend:
     def _main_series(self, series: int | None) -> int:
         all_series = self._tif.series
         if not all_series:
-            raise SlideError("the TIFF holds no image")
+            raise SlideError("a corrupt or truncated TIFF: no readable image in it")
         if series is not None:
             if not 0 <= series < len(all_series):
                 raise SlideError(f"series {series} does not exist (the file has {len(all_series)})")

@@ -1,0 +1,89 @@
+"""npe2 reader: whole-slide images as RGB multiscale image layers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from napari_mupd import __version__
+from napari_mupd.io import Slide, open_slide
+from napari_mupd.io._ome_zarr import is_zarr
+
+SLIDE_SUFFIXES = (
+    ".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".vmu", ".svslide",
+    ".png", ".jpg", ".jpeg",
+)  # fmt: skip
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def napari_get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None:
+    """Return :func:`read_slide` when ``path`` looks like something we read."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    p = Path(path)
+    if p.suffix.lower() in SLIDE_SUFFIXES or p.suffix.lower() == ".zarr" or is_zarr(p):
+        return read_slide
+    return None
+
+
+def read_slide(path: str | list[str]) -> list[LayerData]:
+    """Open a slide and describe it as one RGB multiscale layer.
+
+    Errors are :class:`~napari_mupd.errors.SlideError`; napari shows them as a
+    notification.
+    """
+    if isinstance(path, list):
+        path = path[0]
+    slide = open_slide(path)
+    _close_with_layer(slide)
+    return [slide_layer_data(slide)]
+
+
+def slide_layer_data(slide: Slide, name: str | None = None) -> LayerData:
+    """Layer data for a slide: the pyramid, scale in micrometres and provenance."""
+    kwargs: dict[str, Any] = {
+        "name": name or slide.path.name.split(".")[0],
+        "rgb": True,
+        "multiscale": True,
+        "contrast_limits": (0, 255),
+        "metadata": {
+            "slide": slide,
+            "source": str(slide.path),
+            "mpp": slide.mpp,
+            "vendor": slide.vendor,
+            "objective_power": slide.metadata.get("objective_power"),
+            "associated_images": slide.metadata.get("associated_images", []),
+            "reader": f"napari-mupd {__version__}",
+        },
+    }
+    if slide.mpp is not None:
+        kwargs["scale"] = slide.mpp
+        kwargs["units"] = ("micrometer", "micrometer")
+    return (slide.levels, kwargs, "image")
+
+
+def _close_with_layer(slide: Slide) -> None:
+    """Close the slide's file when the last layer showing it leaves the viewer."""
+    import napari
+
+    viewer = napari.current_viewer()
+    if viewer is None:
+        return  # without a viewer the slide is closed when garbage collected
+
+    def on_removed(event: Any) -> None:
+        layers = viewer.layers
+        if event.value.metadata.get("slide") is not slide:
+            return
+        if any(layer.metadata.get("slide") is slide for layer in layers):
+            return
+        layers.events.removed.disconnect(on_removed)
+        slide.close()
+
+    viewer.layers.events.removed.connect(on_removed)
+
+
+__all__ = ["napari_get_reader", "read_slide", "slide_layer_data"]

@@ -1,0 +1,639 @@
+"""`MuPDPipeline`: encoders -> SiT with DCA -> VAE decode, in the diffusers style.
+
+What `image=` means depends on the target: for ``"H&E"`` it is a reference tile that
+reaches the network through the image DCA stream (image -> image, style); for IHC and
+mIF targets it is the source H&E of virtual staining, whose VAE latent is concatenated
+to the noisy latent at the patch embedding (output size = source size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from napari_mupd.errors import ConditionError
+from napari_mupd.model.attention import STREAMS, StreamInput
+from napari_mupd.model.config import MuPDConfig, TargetSpec
+from napari_mupd.model.encoders.image import ReferenceImageEncoder, image_to_tensor
+from napari_mupd.model.encoders.rna import Normalization, RNAEncoder, RNAReport, expression_features
+from napari_mupd.model.encoders.text import HFTextEncoder, TextEncoder
+from napari_mupd.model.guidance import GuidanceScale, combine_guidance, guidance_passes
+from napari_mupd.model.schedulers import (
+    FlowMatchEulerScheduler,
+    FlowMatchScheduler,
+    scheduler_from_config,
+)
+from napari_mupd.model.training import TrainingBatch, drop_conditions, flow_matching_loss
+from napari_mupd.model.transformer import MuPDTransformer
+from napari_mupd.model.vae import build_vae, decode, decode_markers, encode, encode_markers
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+SCHEDULER_CONFIG = "scheduler_config.json"
+HF_TEXT_DIR = "text_encoder"
+OutputType = Literal["np", "pil", "pt"]
+StepCallback = Callable[["MuPDPipeline", int, float, dict[str, Any]], "dict[str, Any] | None"]
+
+
+def auto_device() -> torch.device:
+    """CUDA if available, else Apple MPS, else CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass
+class MuPDPipelineOutput:
+    """Generated images and their provenance.
+
+    images: "np" -> float32 array (N, H, W, C) in [0, 1]; "pt" -> the same as a CPU
+    tensor; "pil" -> a list of RGB images (RGB targets only). C is 3 for H&E/IHC and
+    the number of requested markers for mIF (in `channels` order).
+    """
+
+    images: np.ndarray | Tensor | list[Image.Image]
+    target: str
+    channels: tuple[str, ...]
+    seed: int
+    num_inference_steps: int
+    steps_done: int
+    interrupted: bool
+    guidance_scale: float | dict[str, float]
+    cross_attention_scales: dict[str, float]
+    scheduler: dict[str, Any]
+    model_name: str
+    model_hash: str
+    rna_report: RNAReport | None = None
+    conditions: tuple[str, ...] = field(default=())
+
+    def provenance(self) -> dict[str, Any]:
+        """A JSON-serialisable record of how the images were made."""
+        return {
+            "model": self.model_name,
+            "model_hash": self.model_hash,
+            "target": self.target,
+            "channels": list(self.channels),
+            "conditions": list(self.conditions),
+            "seed": self.seed,
+            "num_inference_steps": self.num_inference_steps,
+            "steps_done": self.steps_done,
+            "interrupted": self.interrupted,
+            "guidance_scale": self.guidance_scale,
+            "cross_attention_scales": self.cross_attention_scales,
+            "scheduler": self.scheduler,
+            "rna": None if self.rna_report is None else self.rna_report.to_dict(),
+        }
+
+
+def _resolve_generator(generator: torch.Generator | int | None) -> tuple[torch.Generator, int]:
+    if isinstance(generator, torch.Generator):
+        return generator, int(generator.initial_seed())
+    seed = secrets.randbits(63) if generator is None else int(generator)
+    return torch.Generator().manual_seed(seed), seed
+
+
+def _tensor_bytes(t: Tensor) -> bytes:
+    return t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+class MuPDPipeline:
+    """Text / RNA / reference image / source H&E -> H&E, IHC or mIF tiles.
+
+    Build with `from_config` (random weights) or `from_pretrained` (a local folder
+    written by `save_pretrained`). Swap samplers by assigning `scheduler`.
+    """
+
+    def __init__(
+        self,
+        config: MuPDConfig,
+        transformer: MuPDTransformer,
+        vae: nn.Module,
+        mif_vae: nn.Module | None,
+        text_encoder: TextEncoder | HFTextEncoder,
+        rna_encoder: RNAEncoder,
+        image_encoder: ReferenceImageEncoder,
+        scheduler: FlowMatchScheduler | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.config = config
+        self.transformer = transformer
+        self.vae = vae
+        self.mif_vae = mif_vae
+        self.text_encoder = text_encoder
+        self.rna_encoder = rna_encoder
+        self.image_encoder = image_encoder
+        self.scheduler = scheduler or FlowMatchEulerScheduler()
+        self._interrupt = False
+        self._hash: tuple[tuple[int, ...], str] | None = None
+        self.to(device or auto_device())
+        for m in self._modules().values():
+            m.eval()
+
+    # ----- construction and persistence -----
+    @classmethod
+    def from_config(
+        cls, config: MuPDConfig, device: torch.device | str | None = None, seed: int | None = 0
+    ) -> MuPDPipeline:
+        """Every component built from `config` with random weights (seeded unless None)."""
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            parts = cls._build(config, None)
+        return cls(config, *parts, device=device)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _build(config: MuPDConfig, root: Path | None) -> tuple[nn.Module | None, ...]:
+        if config.hf_text_encoder:
+            path = Path(config.hf_text_encoder)
+            text: TextEncoder | HFTextEncoder = HFTextEncoder(
+                path if path.is_absolute() or root is None else root / path,
+                config.text_max_tokens,
+            )
+            if text.dim != config.text_dim:
+                raise ValueError(
+                    f"text_dim is {config.text_dim} but the HF text encoder has width {text.dim}"
+                )
+        else:
+            text = TextEncoder(
+                config.text_vocab,
+                config.text_max_tokens,
+                config.text_dim,
+                config.text_layers,
+                config.text_heads,
+            )
+        return (
+            MuPDTransformer(config),
+            build_vae(config.vae),
+            None if config.mif_vae is None else build_vae(config.mif_vae),
+            text,
+            RNAEncoder(config.rna_features, config.rna_hidden, config.rna_tokens, config.rna_dim),
+            ReferenceImageEncoder(
+                config.latent_channels, config.image_patch, config.image_tokens, config.image_dim
+            ),
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike[str], device: torch.device | str | None = None
+    ) -> MuPDPipeline:
+        """Load a folder written by `save_pretrained` (safetensors only; no network)."""
+        root = Path(path)
+        if not (root / "config.json").is_file():
+            raise FileNotFoundError(f"{root} has no config.json: not a MuPD checkpoint")
+        config = MuPDConfig.load(root)
+        parts = cls._build(config, root)
+        names = ("transformer", "vae", "mif_vae", "text_encoder", "rna_encoder", "image_encoder")
+        for name, module in zip(names, parts, strict=True):
+            if module is None or isinstance(module, HFTextEncoder):
+                continue
+            file = root / f"{name}.safetensors"
+            if not file.is_file():
+                raise FileNotFoundError(f"checkpoint {root} lacks {file.name}")
+            module.load_state_dict(load_file(file), strict=True)
+        scheduler = None
+        if (root / SCHEDULER_CONFIG).is_file():
+            scheduler = scheduler_from_config(json.loads((root / SCHEDULER_CONFIG).read_text()))
+        return cls(config, *parts, scheduler=scheduler, device=device)  # type: ignore[arg-type]
+
+    def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
+        """Write config.json, scheduler_config.json and one .safetensors per component."""
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        config = self.config
+        if isinstance(self.text_encoder, HFTextEncoder):
+            self.text_encoder.save(root / HF_TEXT_DIR)
+            config = MuPDConfig.from_dict({**config.to_dict(), "hf_text_encoder": HF_TEXT_DIR})
+        config.save(root)
+        for name, module in self._modules().items():
+            if isinstance(module, HFTextEncoder):
+                continue
+            state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+            save_file(state, root / f"{name}.safetensors", metadata={"format": "pt"})
+        (root / SCHEDULER_CONFIG).write_text(json.dumps(self.scheduler.config, indent=2) + "\n")
+        return root
+
+    def _modules(self) -> dict[str, nn.Module]:
+        mods: dict[str, nn.Module | None] = {
+            "transformer": self.transformer,
+            "vae": self.vae,
+            "mif_vae": self.mif_vae,
+            "text_encoder": self.text_encoder,
+            "rna_encoder": self.rna_encoder,
+            "image_encoder": self.image_encoder,
+        }
+        return {k: v for k, v in mods.items() if v is not None}
+
+    @property
+    def components(self) -> dict[str, Any]:
+        """The parts, as diffusers names them (mif_vae only when the config has mIF)."""
+        return {**self._modules(), "scheduler": self.scheduler}
+
+    # ----- device, hash, interrupt -----
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    def to(self, device: torch.device | str) -> MuPDPipeline:
+        """Move every module to `device`; returns self."""
+        for m in self._modules().values():
+            m.to(device)
+        return self
+
+    @property
+    def model_hash(self) -> str:
+        """sha256 over every component's weights (names, dtypes, shapes, bytes)."""
+        tensors = [
+            (c, k, v)
+            for c, m in sorted(self._modules().items())
+            for k, v in sorted(m.state_dict().items())
+        ]
+        key = tuple(v._version for _, _, v in tensors) + tuple(v.data_ptr() for _, _, v in tensors)
+        if self._hash is None or self._hash[0] != key:
+            h = hashlib.sha256()
+            for comp, name, v in tensors:
+                h.update(f"{comp}.{name}:{v.dtype}:{tuple(v.shape)}".encode())
+                h.update(_tensor_bytes(v))
+            self._hash = (key, h.hexdigest())
+        return self._hash[1]
+
+    @property
+    def interrupt(self) -> bool:
+        """Set to True (e.g. from `callback_on_step_end`) to stop before the next step."""
+        return self._interrupt
+
+    @interrupt.setter
+    def interrupt(self, value: bool) -> None:
+        self._interrupt = bool(value)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    # ----- encoding -----
+    def encode_text(self, text: str | Sequence[str]) -> StreamInput:
+        """Prompts -> text stream (B tokens); ConditionError on an empty prompt."""
+        ids, mask = self.text_encoder.tokenize(text)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        tokens = self.text_encoder(ids, mask).float()
+        return StreamInput(tokens, torch.ones(len(ids), dtype=torch.bool, device=self.device), mask)
+
+    def encode_rna(
+        self, rna: object, normalize: Normalization = "auto"
+    ) -> tuple[StreamInput, RNAReport]:
+        """Expression (AnnData rows, Series/dict, DataFrame, CSV) -> RNA stream and report."""
+        feats = expression_features(rna, self.config.genes, self.config.gene_sets, normalize)
+        tokens = self.rna_encoder(feats.tensor().to(self.device)).float()
+        present = torch.ones(len(tokens), dtype=torch.bool, device=self.device)
+        return StreamInput(tokens, present), feats.report
+
+    def encode_reference(self, image: object) -> StreamInput:
+        """Reference tile(s) (config.resolution square, RGB) -> image stream."""
+        x = image_to_tensor(image, size=self.config.resolution, what="reference image")
+        tokens = self.image_encoder(encode(self.vae, x.to(self.device))).float()
+        return StreamInput(tokens, torch.ones(len(tokens), dtype=torch.bool, device=self.device))
+
+    def encode_source(self, image: object) -> Tensor:
+        """Source H&E tile(s) for virtual staining -> scaled latents (B, 4, H/8, W/8).
+
+        Sides must be multiples of ``8 * patch_size`` px; the output has the same size.
+        """
+        x = image_to_tensor(image, multiple_of=self._multiple, what="source image")
+        return encode(self.vae, x.to(self.device))
+
+    @property
+    def _multiple(self) -> int:
+        return 8 * self.config.patch_size
+
+    def encode_target(self, images: object, target: str) -> tuple[Tensor, TargetSpec]:
+        """Target tiles -> latent canvas (B, canvas, h, w): RGB (B, H, W, 3) for H&E/IHC,
+        or (B, H, W, K) marker intensities of the whole panel (panel order) for mIF."""
+        spec = self.config.resolve_target(target)
+        canvas_c = self.config.canvas_channels
+        if spec.kind == "mIF":
+            assert self.mif_vae is not None
+            x = image_to_tensor(
+                images, multiple_of=self._multiple, channels=len(spec.panel), what="mIF target"
+            )
+            z = encode_markers(self.mif_vae, x.to(self.device))
+        else:
+            x = image_to_tensor(images, multiple_of=self._multiple, what=f"{spec.name} target")
+            z = encode(self.vae, x.to(self.device))
+        out = z.new_zeros(z.shape[0], canvas_c, *z.shape[-2:])
+        out[:, list(spec.channels)] = z
+        return out, spec
+
+    def decode_latents(self, latents: Tensor, spec: TargetSpec) -> Tensor:
+        """Latent canvas -> images (N, C, H, W) in [0, 1] for the target's channels."""
+        if spec.kind != "mIF":
+            return decode(self.vae, latents[:, : self.config.latent_channels])
+        assert self.mif_vae is not None
+        c = self.config.mif_latent_channels
+        slots = [m.lower() for m in self.config.mif_markers]
+        idx = [slots.index(m.lower()) * c + j for m in spec.markers for j in range(c)]
+        return decode_markers(self.mif_vae, latents[:, idx], len(spec.markers))
+
+    # ----- sampling -----
+    def _check_scales(self, scales: Mapping[str, float] | None) -> dict[str, float]:
+        scales = dict(scales or {})
+        unknown = set(scales) - set(STREAMS)
+        if unknown:
+            raise ConditionError(
+                f"cross_attention_scales: unknown stream {sorted(unknown)}; "
+                f"known: {', '.join(STREAMS)}"
+            )
+        return {k: float(v) for k, v in scales.items()}
+
+    def _conditions(
+        self, text: object, rna: object, reference: object
+    ) -> tuple[dict[str, StreamInput], RNAReport | None, int]:
+        streams: dict[str, StreamInput] = {}
+        report = None
+        if text is not None:
+            streams["text"] = self.encode_text(text)  # type: ignore[arg-type]
+        if rna is not None:
+            streams["rna"], report = self.encode_rna(rna)
+        if reference is not None:
+            streams["image"] = self.encode_reference(reference)
+        sizes = {len(s.present) for s in streams.values()}
+        return streams, report, self._batch_size(sizes)
+
+    @staticmethod
+    def _batch_size(sizes: set[int]) -> int:
+        big = sizes - {1}
+        if len(big) > 1:
+            raise ConditionError(
+                f"conditions have different batch sizes {sorted(sizes)}: "
+                "give one of each or the same number"
+            )
+        return big.pop() if big else 1
+
+    def predict_velocity(
+        self,
+        latents: Tensor,
+        t: float,
+        spec: TargetSpec,
+        streams: Mapping[str, StreamInput],
+        source: Tensor | None = None,
+        guidance_scale: GuidanceScale = 1.0,
+        cross_attention_scales: Mapping[str, float] | None = None,
+    ) -> Tensor:
+        """The guided velocity for `latents` (N, canvas, h, w) at time `t`.
+
+        Streams and source must already have batch N. The guidance passes are run as one
+        batch; the result is zero outside the target's channels.
+        """
+        passes = guidance_passes(list(streams), guidance_scale)
+        n, reps = latents.shape[0], len(passes)
+        tiled = {
+            name: StreamInput(
+                s.tokens.repeat(reps, 1, 1),
+                torch.cat([s.present & (name in p) for p in passes]),
+                None if s.key_mask is None else s.key_mask.repeat(reps, 1),
+            )
+            for name, s in streams.items()
+        }
+        ids = torch.full((n * reps,), spec.index, dtype=torch.long, device=latents.device)
+        src = None if source is None else source.repeat(reps, 1, 1, 1)
+        with self._autocast():
+            v = self.transformer(
+                latents.repeat(reps, 1, 1, 1),
+                torch.full((n * reps,), t, device=latents.device),
+                ids,
+                tiled,
+                src,
+                None,
+                cross_attention_scales,
+            )
+        v = combine_guidance(list(v.float().chunk(reps)), passes, guidance_scale)
+        mask = torch.zeros(latents.shape[1], device=latents.device)
+        mask[list(spec.channels)] = 1.0
+        return v * mask[None, :, None, None]
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        text: str | Sequence[str] | None = None,
+        rna: object = None,
+        image: object = None,
+        target: str = "H&E",
+        num_images: int = 1,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: GuidanceScale = 1.0,
+        cross_attention_scales: Mapping[str, float] | None = None,
+        generator: torch.Generator | int | None = None,
+        output_type: OutputType = "np",
+        callback_on_step_end: StepCallback | None = None,
+    ) -> MuPDPipelineOutput:
+        """Generate tiles of `target` from any subset of text, RNA and image.
+
+        text: a prompt or a list; rna: see `encode_rna` (several rows = a batch); image:
+        reference tile for "H&E", source H&E for IHC/mIF (see the module docstring).
+        Batched conditions must agree in size B (or be single); the output has
+        ``B * num_images`` tiles. num_inference_steps defaults to
+        ``config.default_steps[kind]`` (1 for mIF: a single-step read-out).
+        guidance_scale: a float (joint CFG) or a dict per modality (compositional CFG).
+        cross_attention_scales: per-stream multipliers; 0 removes a condition.
+        generator: a torch.Generator or an int seed (None: a fresh random seed, recorded).
+        callback_on_step_end(pipe, step, t, {"latents": x}) may return {"latents": x'}
+        and may set ``pipe.interrupt = True``.
+        """
+        spec = self.config.resolve_target(target)
+        if num_images < 1:
+            raise ConditionError("num_images must be at least 1")
+        if output_type not in ("np", "pil", "pt"):
+            raise ConditionError(f"output_type must be 'np', 'pil' or 'pt', got {output_type!r}")
+        if output_type == "pil" and spec.kind == "mIF":
+            raise ConditionError("output_type='pil' is for RGB targets; use 'np' or 'pt' for mIF")
+        scales = self._check_scales(cross_attention_scales)
+        if isinstance(guidance_scale, Mapping):
+            guidance_passes([], guidance_scale)  # validates the keys
+        steps = num_inference_steps or self.config.default_steps.get(spec.kind, 25)
+        self._interrupt = False
+
+        streams, report, b = self._conditions(text, rna, None if spec.uses_source else image)
+        source = None
+        if spec.uses_source and image is not None:
+            source = self.encode_source(image)
+            b = self._batch_size({b, len(source)})
+        h, w = self._output_size(spec, source, height, width)
+        n = b * num_images
+
+        def expand(x: Tensor) -> Tensor:
+            return x.expand(b, *x.shape[1:]).repeat_interleave(num_images, dim=0)
+
+        streams = {
+            k: StreamInput(
+                expand(s.tokens),
+                expand(s.present),
+                None if s.key_mask is None else expand(s.key_mask),
+            )
+            for k, s in streams.items()
+        }
+        if source is not None:
+            source = expand(source)
+
+        gen, seed = _resolve_generator(generator)
+        canvas = (n, self.config.canvas_channels, h // 8, w // 8)
+        latents = torch.randn(canvas, generator=gen, device=gen.device).to(self.device)
+        mask = torch.zeros(canvas[1], device=self.device)
+        mask[list(spec.channels)] = 1.0
+        latents = latents * mask[None, :, None, None]
+
+        def velocity(x: Tensor, t: float) -> Tensor:
+            return self.predict_velocity(x, t, spec, streams, source, guidance_scale, scales)
+
+        self.scheduler.set_timesteps(steps)
+        done = 0
+        for i in range(steps):
+            if self._interrupt:
+                break
+            latents = self.scheduler.step(velocity, latents, i)
+            done += 1
+            if callback_on_step_end is not None:
+                t = float(self.scheduler.timesteps[i + 1])
+                result = callback_on_step_end(self, i, t, {"latents": latents})
+                if result and "latents" in result:
+                    latents = result["latents"]
+
+        with self._autocast():
+            images = self.decode_latents(latents, spec).float().permute(0, 2, 3, 1).cpu()
+        channels = ("R", "G", "B") if spec.kind != "mIF" else spec.markers
+        out: np.ndarray | Tensor | list[Image.Image] = images
+        if output_type == "np":
+            out = images.numpy()
+        elif output_type == "pil":
+            from PIL import Image
+
+            out = [Image.fromarray((im.numpy() * 255).round().astype(np.uint8)) for im in images]
+        return MuPDPipelineOutput(
+            images=out,
+            target=spec.name,
+            channels=channels,
+            seed=seed,
+            num_inference_steps=steps,
+            steps_done=done,
+            interrupted=done < steps,
+            guidance_scale=dict(guidance_scale)
+            if isinstance(guidance_scale, Mapping)
+            else float(guidance_scale),
+            cross_attention_scales=scales,
+            scheduler=self.scheduler.config,
+            model_name=self.config.name,
+            model_hash=self.model_hash,
+            rna_report=report,
+            conditions=tuple(streams) + (("source",) if source is not None else ()),
+        )
+
+    def _output_size(
+        self, spec: TargetSpec, source: Tensor | None, height: int | None, width: int | None
+    ) -> tuple[int, int]:
+        if source is not None:
+            h, w = source.shape[-2] * 8, source.shape[-1] * 8
+            if (height or h, width or w) != (h, w):
+                raise ConditionError(
+                    f"height/width {height}x{width} differ from the source image {h}x{w}"
+                )
+            return h, w
+        h, w = height or self.config.resolution, width or self.config.resolution
+        if h % self._multiple or w % self._multiple or h <= 0 or w <= 0:
+            raise ConditionError(
+                f"height and width must be positive multiples of {self._multiple} px, got {h}x{w}"
+            )
+        return h, w
+
+    # ----- training -----
+    @torch.no_grad()
+    def make_training_batch(
+        self,
+        target: str,
+        images: object,
+        text: Sequence[str | None] | None = None,
+        rna: object = None,
+        reference: object = None,
+        source: object = None,
+    ) -> TrainingBatch:
+        """Encode B target tiles and their conditions (text may hold None per sample)."""
+        latents, spec = self.encode_target(images, target)
+        b = latents.shape[0]
+        dev = self.device
+        batch = TrainingBatch(
+            latents=latents,
+            target_ids=torch.full((b,), spec.index, dtype=torch.long, device=dev),
+            channel_mask=torch.zeros(b, latents.shape[1], dtype=torch.bool, device=dev),
+        )
+        batch.channel_mask[:, list(spec.channels)] = True
+        if text is not None:
+            if len(text) != b:
+                raise ConditionError(f"text: {len(text)} prompts for {b} images")
+            given = [i for i, p in enumerate(text) if p is not None]
+            batch.text_present = torch.zeros(b, dtype=torch.bool, device=dev)
+            batch.text_present[given] = True
+            ids, mask = self.text_encoder.tokenize([text[i] for i in given] or ["none"])
+            batch.text_ids = torch.zeros(b, ids.shape[1], dtype=torch.long, device=dev)
+            batch.text_mask = torch.ones(b, ids.shape[1], dtype=torch.bool, device=dev)
+            if given:
+                batch.text_ids[given], batch.text_mask[given] = ids.to(dev), mask.to(dev)
+        if rna is not None:
+            feats = expression_features(rna, self.config.genes, self.config.gene_sets)
+            batch.rna = feats.tensor().to(dev).expand(b, -1).clone()
+            batch.rna_present = torch.ones(b, dtype=torch.bool, device=dev)
+        if reference is not None:
+            x = image_to_tensor(reference, size=self.config.resolution, what="reference image")
+            batch.reference = encode(self.vae, x.to(dev)).expand(b, -1, -1, -1).clone()
+            batch.reference_present = torch.ones(b, dtype=torch.bool, device=dev)
+        if source is not None:
+            batch.source = self.encode_source(source)
+            batch.source_present = torch.ones(b, dtype=torch.bool, device=dev)
+        return batch
+
+    def training_loss(
+        self, batch: TrainingBatch, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Flow-matching loss with condition dropout (``config.condition_dropout``); the
+        text (built-in), RNA and image encoders receive gradients with the transformer."""
+        streams: dict[str, StreamInput] = {}
+        present = {}
+        if batch.text_ids is not None and batch.text_mask is not None:
+            assert batch.text_present is not None
+            tokens = self.text_encoder(batch.text_ids, batch.text_mask)
+            streams["text"] = StreamInput(tokens, batch.text_present, batch.text_mask)
+            present["text"] = batch.text_present
+        if batch.rna is not None:
+            assert batch.rna_present is not None
+            streams["rna"] = StreamInput(self.rna_encoder(batch.rna), batch.rna_present)
+            present["rna"] = batch.rna_present
+        if batch.reference is not None:
+            assert batch.reference_present is not None
+            tokens = self.image_encoder(batch.reference)
+            streams["image"] = StreamInput(tokens, batch.reference_present)
+            present["image"] = batch.reference_present
+        kept = drop_conditions(present, self.config.condition_dropout, generator)
+        for name, mask in kept.items():
+            s = streams[name]
+            streams[name] = StreamInput(s.tokens, mask, s.key_mask)
+        with self._autocast():
+            return flow_matching_loss(
+                self.transformer,
+                batch.latents,
+                batch.target_ids,
+                batch.channel_mask,
+                streams,
+                batch.source,
+                batch.source_present,
+                generator,
+            )

@@ -1,0 +1,92 @@
+"""Flow-matching training objective and condition dropout (the training loop lives elsewhere)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+from napari_mupd.model.attention import StreamInput
+from napari_mupd.model.transformer import MuPDTransformer
+
+
+@dataclass
+class TrainingBatch:
+    """One batch, encoded up to the trainable encoders (see `MuPDPipeline.make_training_batch`).
+
+    latents: (B, canvas, h, w) clean scaled target latents; channel_mask: (B, canvas)
+    bool, the channels each sample's target uses; text_ids/text_mask: (B, L) tokens;
+    rna: (B, 2F) RNA features; reference: (B, C, h_r, w_r) reference-tile latents;
+    source: (B, latent_channels, h, w) source H&E latents. Each ``*_present`` (B,) bool
+    says which samples have that input.
+    """
+
+    latents: Tensor
+    target_ids: Tensor
+    channel_mask: Tensor
+    text_ids: Tensor | None = None
+    text_mask: Tensor | None = None
+    text_present: Tensor | None = None
+    rna: Tensor | None = None
+    rna_present: Tensor | None = None
+    reference: Tensor | None = None
+    reference_present: Tensor | None = None
+    source: Tensor | None = None
+    source_present: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> TrainingBatch:
+        """The batch with every tensor on `device`."""
+        moved = {
+            f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+            for f in fields(self)
+        }
+        return TrainingBatch(**moved)
+
+
+def drop_conditions(
+    present: Mapping[str, Tensor], p: float, generator: torch.Generator | None = None
+) -> dict[str, Tensor]:
+    """Drop each condition of each sample independently with probability `p`.
+
+    Used in training (p = 0.1 by default) so the model also learns the unconditional and
+    single-modality velocities that classifier-free guidance needs.
+    """
+    out = {}
+    for name, mask in present.items():
+        keep = torch.rand(mask.shape, generator=generator) >= p
+        out[name] = mask & keep.to(mask.device)
+    return out
+
+
+def sample_timesteps(n: int, generator: torch.Generator | None = None) -> Tensor:
+    """Training times t in (0, 1) from a logit-normal(0, 1) distribution (as SD3)."""
+    return torch.sigmoid(torch.randn(n, generator=generator))
+
+
+def flow_matching_loss(
+    transformer: MuPDTransformer,
+    latents: Tensor,
+    target_ids: Tensor,
+    channel_mask: Tensor,
+    streams: Mapping[str, StreamInput] | None = None,
+    source: Tensor | None = None,
+    source_present: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Mean squared velocity error on the target's channels.
+
+    ``x_t = (1 - t) x_0 + t * noise`` and the target is ``v = noise - x_0``; channels a
+    sample's target does not use are zeroed in the input and left out of the mean.
+    Noise and t are drawn on the CPU from `generator`, so a seed fixes the loss.
+    """
+    b = latents.shape[0]
+    mask = channel_mask.to(latents.dtype)[:, :, None, None]
+    noise = torch.randn(latents.shape, generator=generator).to(latents) * mask
+    t = sample_timesteps(b, generator).to(latents.device)
+    x0 = latents * mask
+    x_t = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * noise
+    pred = transformer(x_t, t, target_ids, streams, source, source_present)
+    err = (pred.float() - (noise - x0).float()) ** 2 * mask
+    return err.sum() / (mask.sum() * latents.shape[-2] * latents.shape[-1]).clamp_min(1)
