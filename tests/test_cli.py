@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CMU1, shared
 from PIL import Image
 
+from helpers import CMU1, shared
 from napari_mupd.cli import main
 
 

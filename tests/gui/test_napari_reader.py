@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import CMU1, TCGA, shared
 
+from helpers import CMU1, TCGA, shared
 from napari_mupd import SlideError
 from napari_mupd._reader import napari_get_reader
 

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import CMU1, shared
+from helpers import CMU1, shared
 from napari_mupd import RegionError, SlideError, open_slide
 
 

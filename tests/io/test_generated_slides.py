@@ -12,7 +12,7 @@ import tifffile
 import zarr
 from PIL import Image
 
-from conftest import halve, pattern, pyramid
+from helpers import halve, pattern, pyramid
 from napari_mupd import open_slide
 from napari_mupd.io import COARSEST_SIDE
 

@@ -7,7 +7,7 @@ import pickle
 import dask
 import numpy as np
 
-from conftest import CMU1, shared
+from helpers import CMU1, shared
 from napari_mupd import open_slide
 from napari_mupd.io._cache import TileCache
 

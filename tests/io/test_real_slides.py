@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import CMU1, TCGA, shared
+from helpers import CMU1, TCGA, shared
 from napari_mupd import open_slide
 
 openslide = pytest.importorskip("openslide")
