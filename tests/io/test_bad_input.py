@@ -106,3 +106,31 @@ def test_reads_after_close_fail():
 def test_unknown_associated_image():
     with open_slide(shared(CMU1)) as slide, pytest.raises(SlideError, match="no associated image"):
         slide.associated_image("barcode")
+
+
+def test_unknown_backend():
+    with pytest.raises(SlideError, match="unknown backend 'pillow'"):
+        open_slide(shared(CMU1), backend="pillow")
+
+
+def test_forced_backends_report_unreadable_files(tmp_path):
+    (tmp_path / "x.svs").write_bytes(b"II*\x00" + bytes(100))
+    with pytest.raises(SlideError, match="corrupt or truncated TIFF"):
+        open_slide(tmp_path / "x.svs", backend="tifffile")
+    pytest.importorskip("openslide")
+    with pytest.raises(SlideError, match="OpenSlide cannot read it"):
+        open_slide(tmp_path / "x.svs", backend="openslide")
+
+
+def test_close_releases_the_file():
+    psutil = pytest.importorskip("psutil")
+    process = psutil.Process()
+
+    def handles() -> int:
+        return sum(f.path.endswith(CMU1.name) for f in process.open_files())
+
+    before = handles()
+    slide = open_slide(shared(CMU1))
+    assert handles() > before
+    slide.close()
+    assert handles() <= before

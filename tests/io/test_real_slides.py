@@ -78,3 +78,15 @@ def test_dask_level_equals_region_reads():
     with open_slide(shared(CMU1)) as slide:
         window = slide.levels[0][1000:1333, 250:911].compute()
         np.testing.assert_array_equal(window, slide.read_region((250, 1000), 0, (661, 333)))
+
+
+def test_openslide_backend_reads_the_same_pixels():
+    with open_slide(shared(CMU1)) as ours, open_slide(CMU1, backend="openslide") as theirs:
+        assert theirs.vendor == "openslide:aperio"
+        assert theirs.mpp == pytest.approx(ours.mpp)
+        assert [i.shape for i in theirs.level_info] == [i.shape for i in ours.level_info]
+        np.testing.assert_array_equal(theirs.levels[0].compute(), ours.levels[0].compute())
+        np.testing.assert_array_equal(theirs.levels[1].compute(), ours.levels[1].compute())
+        np.testing.assert_array_equal(
+            theirs.associated_image("label"), ours.associated_image("label")
+        )

@@ -8,7 +8,7 @@ import threading
 import weakref
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
@@ -17,6 +17,7 @@ from dask.base import tokenize
 from napari_mupd.errors import MissingDependencyError, RegionError, SlideError
 from napari_mupd.io._backend import Backend, Level
 
+BackendName = Literal["auto", "tifffile", "openslide"]
 #: Lower levels are added lazily until the coarsest level fits in this many pixels.
 COARSEST_SIDE = 2048
 _DERIVED_TILE = (512, 512)
@@ -26,15 +27,18 @@ _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8", b"RIFF")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def open_slide(path: str | os.PathLike, *, series: int | None = None) -> Slide:
+def open_slide(
+    path: str | os.PathLike, *, series: int | None = None, backend: BackendName = "auto"
+) -> Slide:
     """Open a whole-slide image (or any RGB image) lazily.
 
     ``series`` picks an image of a multi-series file (OME-TIFF); by default the
-    largest one that is not a label, macro or thumbnail. Raises
+    largest one that is not a label, macro or thumbnail. ``backend`` forces
+    "openslide" (or "tifffile") instead of choosing by content. Raises
     :class:`~napari_mupd.errors.SlideError` naming the file and the reason when
     the file cannot be read.
     """
-    return Slide(path, series=series)
+    return Slide(path, series=series, backend=backend)
 
 
 class Slide:
@@ -44,10 +48,12 @@ class Slide:
     dask worker that receives it (or one of its ``levels``) reopens the file.
     """
 
-    def __init__(self, path: str | os.PathLike, *, series: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, *, series: int | None = None, backend: BackendName = "auto"
+    ) -> None:
         self.path = Path(path).expanduser().resolve()
-        self._series = series
-        self._backend = _open_backend(self.path, series)
+        self._options = {"series": series, "backend": backend}
+        self._backend = _open_backend(self.path, series, backend)
         info = self._backend.info
         self._native_count = len(info.levels)
         self._level_info = _with_derived_levels(info.levels)
@@ -209,7 +215,7 @@ class Slide:
         h, w = self._level_info[level].shape
         th, tw = self._level_info[level].tile
         stat = self.path.stat() if self.path.is_file() else None
-        token = (str(self.path), self._series, stat.st_mtime_ns if stat else 0, level)
+        token = (str(self.path), self._options, stat.st_mtime_ns if stat else 0, level)
         return da.from_array(
             _LevelArray(self, level, (h, w, 3)),
             chunks=(min(th, h), min(tw, w), 3),
@@ -237,23 +243,24 @@ class Slide:
         self.close()
 
     def __reduce__(self):
-        return (_reopen, (str(self.path), self._series))
+        return (_reopen, (str(self.path), self._options))
 
 
-def _reopen(path: str, series: int | None) -> Slide:
-    return Slide(path, series=series)
+def _reopen(path: str, options: dict[str, Any]) -> Slide:
+    return Slide(path, **options)
 
 
-_WORKER_SLIDES: dict[tuple[str, int | None], Slide] = {}
+_WORKER_SLIDES: dict[tuple[str, tuple], Slide] = {}
 _WORKER_LOCK = threading.Lock()
 
 
-def _worker_slide(path: str, series: int | None) -> Slide:
-    """One open slide per path in a process that received pickled levels."""
+def _worker_slide(path: str, options: dict[str, Any]) -> Slide:
+    """One open slide per path and options in a process that received pickled levels."""
+    key = (path, tuple(sorted(options.items())))
     with _WORKER_LOCK:
-        slide = _WORKER_SLIDES.get((path, series))
+        slide = _WORKER_SLIDES.get(key)
         if slide is None or slide.closed:
-            slide = _WORKER_SLIDES[(path, series)] = Slide(path, series=series)
+            slide = _WORKER_SLIDES[key] = Slide(path, **options)
         return slide
 
 
@@ -273,11 +280,11 @@ class _LevelArray:
         return out[(slice(None), slice(None), *key[2:3])]
 
     def __reduce__(self):
-        return (_worker_level, (str(self.slide.path), self.slide._series, self.level, self.shape))
+        return (_worker_level, (str(self.slide.path), self.slide._options, self.level, self.shape))
 
 
-def _worker_level(path: str, series: int | None, level: int, shape: tuple[int, int, int]):
-    return _LevelArray(_worker_slide(path, series), level, shape)
+def _worker_level(path: str, options: dict[str, Any], level: int, shape: tuple[int, int, int]):
+    return _LevelArray(_worker_slide(path, options), level, shape)
 
 
 def area_downsample(image: np.ndarray, factor: int) -> np.ndarray:
@@ -312,9 +319,17 @@ def _with_derived_levels(levels: list[Level]) -> list[Level]:
     return out
 
 
-def _open_backend(path: Path, series: int | None) -> Backend:
+def _open_backend(path: Path, series: int | None, backend: BackendName) -> Backend:
     """Pick the backend for a path, turning every failure into a SlideError."""
     try:
+        if backend == "openslide":
+            from napari_mupd.io._openslide import OpenSlideBackend
+
+            return OpenSlideBackend(path)
+        if backend == "tifffile":
+            return _open_tiff(path, series, fall_back=False)
+        if backend != "auto":
+            raise SlideError(f"unknown backend {backend!r}; use 'auto', 'tifffile' or 'openslide'")
         return _select_backend(path, series)
     except SlideError as exc:
         if str(path) in str(exc):
@@ -328,7 +343,6 @@ def _select_backend(path: Path, series: int | None) -> Backend:
     from napari_mupd.io._image import ImageBackend
     from napari_mupd.io._ome_zarr import OmeZarrBackend, is_zarr
     from napari_mupd.io._openslide import OpenSlideBackend, import_openslide, openslide_can_read
-    from napari_mupd.io._tiff import TiffBackend
 
     if not path.exists():
         raise SlideError("no such file or folder")
@@ -342,14 +356,7 @@ def _select_backend(path: Path, series: int | None) -> Backend:
     with path.open("rb") as fh:
         magic = fh.read(8)
     if magic.startswith(_TIFF_MAGIC):
-        try:
-            return TiffBackend(path, series)
-        except SlideError:
-            raise
-        except Exception as exc:  # tifffile raises many types for broken files
-            if openslide_can_read(path):
-                return OpenSlideBackend(path)
-            raise SlideError(f"a corrupt or truncated TIFF ({type(exc).__name__}: {exc})") from exc
+        return _open_tiff(path, series, fall_back=True)
     if magic.startswith(_IMAGE_MAGIC):
         return ImageBackend(path)
     if path.suffix.lower() in _OPENSLIDE_ONLY:
@@ -361,3 +368,18 @@ def _select_backend(path: Path, series: int | None) -> Backend:
         "TIFF, SVS, NDPI, OME-TIFF, OME-Zarr, PNG and JPEG are read directly, other "
         "formats through OpenSlide: pip install 'napari-mupd[openslide]'"
     )
+
+
+def _open_tiff(path: Path, series: int | None, *, fall_back: bool) -> Backend:
+    """tifffile, or OpenSlide (when ``fall_back``) for a TIFF tifffile cannot parse."""
+    from napari_mupd.io._openslide import OpenSlideBackend, openslide_can_read
+    from napari_mupd.io._tiff import TiffBackend
+
+    try:
+        return TiffBackend(path, series)
+    except SlideError:
+        raise
+    except Exception as exc:  # tifffile raises many types for broken files
+        if fall_back and openslide_can_read(path):
+            return OpenSlideBackend(path)
+        raise SlideError(f"a corrupt or truncated TIFF ({type(exc).__name__}: {exc})") from exc
