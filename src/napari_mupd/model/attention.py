@@ -57,8 +57,8 @@ class DecoupledCrossAttention(nn.Module):
     The query projection is shared; each stream has its own fused key/value projection.
     Stream outputs are summed, each multiplied by ``scale[stream] * present`` per sample,
     then projected (no bias). A stream that is absent for a sample, or scaled by 0,
-    therefore adds exactly zero; streams absent from the whole batch, or scaled by 0,
-    are skipped.
+    therefore adds exactly zero. Streams scaled by 0 are skipped, as are streams left out
+    of the mapping (do that when no sample has the condition; no device sync is needed).
     """
 
     def __init__(self, dim: int, num_heads: int, stream_dims: Mapping[str, int]) -> None:
@@ -75,11 +75,7 @@ class DecoupledCrossAttention(nn.Module):
         scales: Mapping[str, float],
     ) -> Tensor | None:
         """Return the summed stream outputs (B, N, D), or None when no stream is active."""
-        active = [
-            (name, s)
-            for name, s in streams.items()
-            if scales.get(name, 1.0) != 0.0 and bool(s.present.any())
-        ]
+        active = [(name, s) for name, s in streams.items() if scales.get(name, 1.0) != 0.0]
         if not active:
             return None
         q = _heads(self.q(x), self.num_heads)

@@ -462,7 +462,11 @@ class MuPDPipeline:
         scales = self._check_scales(cross_attention_scales)
         if isinstance(guidance_scale, Mapping):
             guidance_passes([], guidance_scale)  # validates the keys
-        steps = num_inference_steps or self.config.default_steps.get(spec.kind, 25)
+        steps = num_inference_steps
+        if steps is None:
+            steps = self.config.default_steps.get(spec.kind, 25)
+        if steps < 1:
+            raise ConditionError(f"num_inference_steps must be at least 1, got {steps}")
         self._interrupt = False
 
         streams, report, b = self._conditions(text, rna, None if spec.uses_source else image)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -35,14 +35,6 @@ class TrainingBatch:
     reference_present: Tensor | None = None
     source: Tensor | None = None
     source_present: Tensor | None = None
-
-    def to(self, device: torch.device | str) -> TrainingBatch:
-        """The batch with every tensor on `device`."""
-        moved = {
-            f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
-            for f in fields(self)
-        }
-        return TrainingBatch(**moved)
 
 
 def drop_conditions(

@@ -34,10 +34,6 @@ class RNAReport:
     normalization: tuple[str, ...]
     missing_sets: tuple[str, ...] = ()
 
-    @property
-    def fraction_found(self) -> float:
-        return len(self.found) / max(1, len(self.found) + len(self.missing))
-
     def __str__(self) -> str:
         total = len(self.found) + len(self.missing)
         head = ", ".join(self.missing[:10]) + (" ..." if len(self.missing) > 10 else "")

@@ -20,6 +20,10 @@ _PIECES = re.compile(r"[^\W_]+|\S")
 
 def check_prompts(text: str | Sequence[str]) -> list[str]:
     """A prompt or a list of prompts as a list; ConditionError if any is empty."""
+    if not isinstance(text, (str, Sequence)):
+        raise ConditionError(
+            f"text: expected a prompt or a list of prompts, got {type(text).__name__}"
+        )
     prompts = [text] if isinstance(text, str) else list(text)
     if not prompts:
         raise ConditionError("text: the list of prompts is empty")

@@ -1,0 +1,1 @@
+"""Tiling, tissue detection and registration: what runs between slides and the model."""

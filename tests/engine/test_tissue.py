@@ -1,0 +1,34 @@
+"""Tissue detection on real slides and synthetic glass."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from helpers import CMU1, SHARED_DATA, shared
+from napari_mupd import open_slide
+from napari_mupd.engine.tissue import slide_tissue_mask, tissue_fraction, tissue_mask
+
+
+def test_blank_glass_has_no_tissue():
+    rng = np.random.default_rng(0)
+    glass = np.clip(rng.normal(242, 3, (200, 300, 3)), 0, 255).astype(np.uint8)
+    assert not tissue_mask(glass).any()
+
+
+def test_finds_a_stained_disc_on_glass():
+    image = np.full((200, 200, 3), 240, np.uint8)
+    yy, xx = np.mgrid[:200, :200]
+    disc = (yy - 100) ** 2 + (xx - 100) ** 2 < 50**2
+    image[disc] = (180, 90, 160)  # eosin pink / haematoxylin purple
+    mask = tissue_mask(image)
+    assert (mask == disc).mean() > 0.98
+
+
+def test_real_slide_and_he_tile():
+    with open_slide(shared(CMU1)) as slide:
+        mask, scale = slide_tissue_mask(slide, max_size=512)
+    assert 0.2 < mask.mean() < 0.9  # CMU-1-Small-Region: skin with some glass
+    assert tissue_fraction(mask, scale, (0, 0, 2220, 2967)) == mask.mean()
+    tile = np.asarray(Image.open(SHARED_DATA / "tiles" / "wsidicom_test_tile.png").convert("RGB"))
+    assert tissue_mask(tile).mean() > 0.5

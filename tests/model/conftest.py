@@ -1,0 +1,47 @@
+"""Fixtures for the model tests: tiny random pipelines on the CPU, one thread."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_mupd.model import MuPDConfig, MuPDPipeline
+
+# Tiny models gain nothing from threads, and a busy shared CPU makes OpenMP spin.
+torch.set_num_threads(1)
+
+DATA = Path(__file__).parents[2].parent / "shared" / "data"
+MOUSE_BRAIN = DATA / "spatial" / "squidpy_mouse_brain" / "test_data.h5ad"
+
+
+@pytest.fixture
+def config() -> MuPDConfig:
+    return MuPDConfig.tiny()
+
+
+@pytest.fixture
+def pipe(config: MuPDConfig) -> MuPDPipeline:
+    """A fresh tiny pipeline (random weights, seed 0) on the CPU."""
+    return MuPDPipeline.from_config(config, device="cpu")
+
+
+@pytest.fixture
+def mouse_brain() -> Path:
+    """The real Visium test data (49 spots x 1,999 genes), or skip where it is absent."""
+    if not MOUSE_BRAIN.exists():
+        pytest.skip(f"real test data not present: {MOUSE_BRAIN}")
+    return MOUSE_BRAIN
+
+
+@pytest.fixture
+def make_tile() -> Callable[..., np.ndarray]:
+    """make_tile(seed, size=64): a random uint8 RGB tile."""
+
+    def tile(seed: int, size: int = 64) -> np.ndarray:
+        return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+    return tile
