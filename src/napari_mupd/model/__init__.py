@@ -27,6 +27,7 @@ from napari_mupd.model.schedulers import (
     scheduler_from_config,
 )
 from napari_mupd.model.training import (
+    TrainableMuPD,
     TrainingBatch,
     drop_conditions,
     flow_matching_loss,
@@ -52,6 +53,7 @@ __all__ = [
     "TargetSpec",
     "TextEncoder",
     "TextTokenizer",
+    "TrainableMuPD",
     "TrainingBatch",
     "auto_device",
     "combine_guidance",

@@ -34,7 +34,7 @@ from napari_mupd.model.schedulers import (
     FlowMatchScheduler,
     scheduler_from_config,
 )
-from napari_mupd.model.training import TrainingBatch, drop_conditions, flow_matching_loss
+from napari_mupd.model.training import TrainableMuPD, TrainingBatch
 from napari_mupd.model.transformer import MuPDTransformer
 from napari_mupd.model.vae import build_vae, decode, decode_markers, encode, encode_markers
 
@@ -610,34 +610,15 @@ class MuPDPipeline:
     ) -> Tensor:
         """Flow-matching loss with condition dropout (``config.condition_dropout``); the
         text (built-in), RNA and image encoders receive gradients with the transformer."""
-        streams: dict[str, StreamInput] = {}
-        present = {}
-        if batch.text_ids is not None and batch.text_mask is not None:
-            assert batch.text_present is not None
-            tokens = self.text_encoder(batch.text_ids, batch.text_mask)
-            streams["text"] = StreamInput(tokens, batch.text_present, batch.text_mask)
-            present["text"] = batch.text_present
-        if batch.rna is not None:
-            assert batch.rna_present is not None
-            streams["rna"] = StreamInput(self.rna_encoder(batch.rna), batch.rna_present)
-            present["rna"] = batch.rna_present
-        if batch.reference is not None:
-            assert batch.reference_present is not None
-            tokens = self.image_encoder(batch.reference)
-            streams["image"] = StreamInput(tokens, batch.reference_present)
-            present["image"] = batch.reference_present
-        kept = drop_conditions(present, self.config.condition_dropout, generator)
-        for name, mask in kept.items():
-            s = streams[name]
-            streams[name] = StreamInput(s.tokens, mask, s.key_mask)
         with self._autocast():
-            return flow_matching_loss(
-                self.transformer,
-                batch.latents,
-                batch.target_ids,
-                batch.channel_mask,
-                streams,
-                batch.source,
-                batch.source_present,
-                generator,
-            )
+            return self.trainable()(batch, generator)
+
+    def trainable(self) -> TrainableMuPD:
+        """The trained parts as one module (what an optimiser and accelerate wrap)."""
+        return TrainableMuPD(
+            self.transformer,
+            self.text_encoder,
+            self.rna_encoder,
+            self.image_encoder,
+            self.config.condition_dropout,
+        )

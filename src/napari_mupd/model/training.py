@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from napari_mupd.model.attention import StreamInput
 from napari_mupd.model.transformer import MuPDTransformer
@@ -82,3 +82,55 @@ def flow_matching_loss(
     pred = transformer(x_t, t, target_ids, streams, source, source_present)
     err = (pred.float() - (noise - x0).float()) ** 2 * mask
     return err.sum() / (mask.sum() * latents.shape[-2] * latents.shape[-1]).clamp_min(1)
+
+
+class TrainableMuPD(nn.Module):
+    """The transformer and its trainable condition encoders, with the loss as forward.
+
+    One module, so that an optimiser, EMA and ``accelerate`` (DDP) see every trained
+    parameter and gradients flow through the wrapped forward.
+    """
+
+    def __init__(
+        self,
+        transformer: MuPDTransformer,
+        text_encoder: nn.Module | None,
+        rna_encoder: nn.Module,
+        image_encoder: nn.Module,
+        condition_dropout: float,
+    ) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.text_encoder = text_encoder
+        self.rna_encoder = rna_encoder
+        self.image_encoder = image_encoder
+        self.condition_dropout = condition_dropout
+
+    def forward(self, batch: TrainingBatch, generator: torch.Generator | None = None) -> Tensor:
+        """Flow-matching loss of a batch, conditions dropped at ``condition_dropout``."""
+        streams: dict[str, StreamInput] = {}
+        if batch.text_ids is not None and batch.text_mask is not None:
+            assert batch.text_present is not None and self.text_encoder is not None
+            tokens = self.text_encoder(batch.text_ids, batch.text_mask)
+            streams["text"] = StreamInput(tokens, batch.text_present, batch.text_mask)
+        if batch.rna is not None:
+            assert batch.rna_present is not None
+            streams["rna"] = StreamInput(self.rna_encoder(batch.rna), batch.rna_present)
+        if batch.reference is not None:
+            assert batch.reference_present is not None
+            tokens = self.image_encoder(batch.reference)
+            streams["image"] = StreamInput(tokens, batch.reference_present)
+        kept = drop_conditions(
+            {k: s.present for k, s in streams.items()}, self.condition_dropout, generator
+        )
+        streams = {k: StreamInput(s.tokens, kept[k], s.key_mask) for k, s in streams.items()}
+        return flow_matching_loss(
+            self.transformer,
+            batch.latents,
+            batch.target_ids,
+            batch.channel_mask,
+            streams,
+            batch.source,
+            batch.source_present,
+            generator,
+        )

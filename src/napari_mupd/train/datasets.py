@@ -1,0 +1,410 @@
+"""Training data from what a user really has, as :class:`Sample` items of one tile size.
+
+Every dataset is a sequence (``len`` and ``[i]``) of samples with the same tile size;
+each sample carries the target image, the target name, and whichever conditions it has.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from napari_mupd.engine.registration import read_landmarks, register_landmarks
+from napari_mupd.engine.tissue import slide_tissue_mask, tissue_fraction, tissue_mask
+from napari_mupd.errors import MuPDError
+from napari_mupd.io import open_slide
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+class DatasetError(MuPDError, ValueError):
+    """A training data source is missing, empty or inconsistent."""
+
+
+@dataclass
+class Sample:
+    """One training example: a target tile and its conditions."""
+
+    image: np.ndarray  # (H, W, 3) uint8 target tile
+    target: str = "H&E"
+    source: np.ndarray | None = None  # (H, W, 3) uint8 source H&E (virtual staining)
+    text: str | None = None
+    rna: pd.Series | None = None  # gene symbol -> expression
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def fit_tile(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square, then resize to ``size`` (area filter when shrinking)."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    y, x = (h - side) // 2, (w - side) // 2
+    square = image[y : y + side, x : x + side]
+    if side == size:
+        return np.ascontiguousarray(square)
+    resample = Image.Resampling.BOX if side > size else Image.Resampling.BICUBIC
+    return np.asarray(Image.fromarray(square).resize((size, size), resample))
+
+
+def _images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: not a folder")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+class PairedTileFolder(Sequence[Sample]):
+    """Registered pairs: ``source_dir/x.png`` and ``target_dir/x.png`` share a file stem."""
+
+    def __init__(
+        self,
+        source_dir: str | os.PathLike,
+        target_dir: str | os.PathLike,
+        target: str,
+        tile_size: int,
+    ) -> None:
+        sources = {p.stem: p for p in _images(Path(source_dir))}
+        targets = {p.stem: p for p in _images(Path(target_dir))}
+        self.stems = sorted(sources.keys() & targets.keys())
+        if not self.stems:
+            raise DatasetError(f"no file names in common between {source_dir} and {target_dir}")
+        self.sources, self.targets = sources, targets
+        self.target, self.tile_size = target, tile_size
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        stem = self.stems[i]
+        return Sample(
+            image=fit_tile(read_rgb(self.targets[stem]), self.tile_size),
+            source=fit_tile(read_rgb(self.sources[stem]), self.tile_size),
+            target=self.target,
+            meta={"pair": stem},
+        )
+
+
+class SerialSectionPairs(Sequence[Sample]):
+    """Paired tiles from two serial sections registered by matching landmarks.
+
+    The moving section (e.g. an IHC) is warped onto the fixed one (the H&E) by the
+    least-squares affine map of the landmarks; tiles are cut on a grid where the H&E
+    shows tissue and the warped section has data.
+    """
+
+    def __init__(
+        self,
+        fixed_image: str | os.PathLike,
+        moving_image: str | os.PathLike,
+        fixed_landmarks: str | os.PathLike,
+        moving_landmarks: str | os.PathLike,
+        target: str,
+        tile_size: int,
+        *,
+        landmark_scale: float = 1.0,
+        stride: int | None = None,
+        min_tissue: float = 0.5,
+    ) -> None:
+        fixed = read_rgb(fixed_image)
+        moving = read_rgb(moving_image)
+        self.registration = register_landmarks(
+            read_landmarks(moving_landmarks, landmark_scale),
+            read_landmarks(fixed_landmarks, landmark_scale),
+        )
+        shape = fixed.shape[:2]
+        self.fixed = fixed
+        self.warped = self.registration.warp(moving, shape)
+        valid = self.registration.valid_mask(moving.shape[:2], shape)
+        usable = tissue_mask(fixed) & valid
+        stride = stride or tile_size // 2
+        self.boxes = [
+            (y, x)
+            for y in range(0, shape[0] - tile_size + 1, stride)
+            for x in range(0, shape[1] - tile_size + 1, stride)
+            if usable[y : y + tile_size, x : x + tile_size].mean() >= min_tissue
+            and valid[y : y + tile_size, x : x + tile_size].all()
+        ]
+        if not self.boxes:
+            raise DatasetError(f"{fixed_image}: no {tile_size}-px tile with enough tissue")
+        self.target, self.tile_size = target, tile_size
+        self.name = Path(moving_image).stem
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        y, x = self.boxes[i]
+        s = self.tile_size
+        return Sample(
+            image=self.warped[y : y + s, x : x + s].copy(),
+            source=self.fixed[y : y + s, x : x + s].copy(),
+            target=self.target,
+            meta={"section": self.name, "y": y, "x": x},
+        )
+
+
+#: Label table columns that build a caption, in this order.
+CAPTION_FIELDS = ("magnification", "stain", "organ", "diagnosis", "description")
+
+
+def build_caption(row: dict[str, Any]) -> str:
+    """A caption from labels and metadata, e.g. '20x H&E, colon, adenocarcinoma'."""
+    parts = [str(row[k]).strip() for k in CAPTION_FIELDS if k in row and pd.notna(row[k])]
+    parts = [p for p in parts if p]
+    if not parts:
+        raise DatasetError(f"no caption and none of {CAPTION_FIELDS} to build one: {row}")
+    return ", ".join(parts)
+
+
+class CaptionedTiles(Sequence[Sample]):
+    """Tiles with captions or labels from a CSV: a ``path`` column (relative to the CSV)
+    plus ``caption``, or label columns (organ, stain, diagnosis, magnification, ...)
+    from which a caption is built."""
+
+    def __init__(self, csv: str | os.PathLike, tile_size: int) -> None:
+        table = pd.read_csv(csv)
+        if "path" not in table.columns:
+            raise DatasetError(f"{csv}: needs a 'path' column")
+        root = Path(csv).parent
+        self.rows = table.to_dict("records")
+        for row in self.rows:
+            row["path"] = root / str(row["path"])
+            if not row["path"].exists():
+                raise DatasetError(f"{csv}: {row['path']} does not exist")
+            caption = row.get("caption")
+            row["caption"] = (
+                caption if isinstance(caption, str) and caption.strip() else build_caption(row)
+            )
+        self.tile_size = tile_size
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        row = self.rows[i]
+        return Sample(
+            image=fit_tile(read_rgb(row["path"]), self.tile_size),
+            text=row["caption"],
+            meta={"path": str(row["path"])},
+        )
+
+
+class SpatialSpots(Sequence[Sample]):
+    """Spot-centred H&E tiles paired with the spot's expression (Visium-like data).
+
+    ``coords`` are spot centres in pixels of ``image``; each tile covers
+    ``context`` spot diameters and is resized to ``tile_size``.
+    """
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        expression: pd.DataFrame,
+        coords: np.ndarray,
+        spot_diameter: float,
+        tile_size: int,
+        *,
+        context: float = 2.0,
+        name: str = "spots",
+    ) -> None:
+        if len(expression) != len(coords):
+            raise DatasetError(f"{name}: {len(expression)} expression rows for {len(coords)} spots")
+        half = max(4, round(spot_diameter * context / 2))
+        h, w = image.shape[:2]
+        inside = [
+            i for i, (x, y) in enumerate(coords) if half <= x <= w - half and half <= y <= h - half
+        ]
+        if not inside:
+            raise DatasetError(f"{name}: no spot lies far enough inside the image")
+        self.image, self.half, self.tile_size, self.name = image, half, tile_size, name
+        self.expression = expression.iloc[inside]
+        self.coords = np.asarray(coords)[inside]
+
+    @classmethod
+    def from_h5ad(
+        cls,
+        h5ad: str | os.PathLike,
+        image: str | os.PathLike,
+        tile_size: int,
+        spot_diameter: float | None = None,
+        **kwargs: Any,
+    ) -> SpatialSpots:
+        """AnnData with ``obsm['spatial']`` in pixels of ``image``."""
+        import anndata
+
+        adata = anndata.read_h5ad(h5ad)
+        if "spatial" not in adata.obsm:
+            raise DatasetError(f"{h5ad}: no obsm['spatial'] spot coordinates")
+        if spot_diameter is None:
+            spot_diameter = _spot_diameter(adata)
+        x = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+        expression = pd.DataFrame(x, index=adata.obs_names, columns=adata.var_names)
+        return cls(
+            read_rgb(image),
+            expression,
+            np.asarray(adata.obsm["spatial"], float),
+            spot_diameter,
+            tile_size,
+            name=Path(h5ad).stem,
+            **kwargs,
+        )
+
+    @classmethod
+    def from_spaceranger(
+        cls, folder: str | os.PathLike, tile_size: int, image: str = "lowres", **kwargs: Any
+    ) -> SpatialSpots:
+        """A Space Ranger output folder (filtered matrix .h5, spatial/ with positions)."""
+        from napari_mupd.io.visium import read_spaceranger
+
+        spots = read_spaceranger(folder, image=image)
+        return cls(
+            spots.image,
+            spots.expression,
+            spots.coords,
+            spots.spot_diameter,
+            tile_size,
+            name=Path(folder).name,
+            **kwargs,
+        )
+
+    def __len__(self) -> int:
+        return len(self.expression)
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        x, y = (round(v) for v in self.coords[i])
+        tile = self.image[y - self.half : y + self.half, x - self.half : x + self.half]
+        row = self.expression.iloc[i]
+        return Sample(
+            image=fit_tile(tile, self.tile_size),
+            rna=row,
+            meta={"spot": str(row.name), "dataset": self.name},
+        )
+
+
+def _spot_diameter(adata: Any) -> float:
+    try:
+        library = next(iter(adata.uns["spatial"].values()))
+        scalefactors = library["scalefactors"]
+        return float(scalefactors["spot_diameter_fullres"])
+    except (KeyError, StopIteration, TypeError) as exc:
+        raise DatasetError("spot diameter unknown: pass spot_diameter") from exc
+
+
+class SlideTiles(Sequence[Sample]):
+    """Tiles of an unlabeled slide on a grid, background skipped, read lazily.
+
+    ``mpp`` is the pixel size of the tiles (default: the slide's level 0, or its own
+    pixel size when unknown); the nearest finer level is read and resized. A
+    ``caption`` may be attached to every tile.
+    """
+
+    def __init__(
+        self,
+        slide: str | os.PathLike,
+        tile_size: int,
+        *,
+        mpp: float | None = None,
+        min_tissue: float = 0.5,
+        caption: str | None = None,
+    ) -> None:
+        self.slide = open_slide(slide)
+        downsample = 1.0
+        if mpp is not None and self.slide.mpp is not None:
+            downsample = max(1.0, mpp / self.slide.mpp[0])
+        self.level = max(i for i, d in enumerate(self.slide.downsamples) if d <= downsample + 1e-6)
+        self.read_size = round(tile_size * downsample / self.slide.downsamples[self.level])
+        self.step = round(tile_size * downsample)  # level-0 pixels per tile
+        mask, scale = slide_tissue_mask(self.slide)
+        width, height = self.slide.dimensions
+        step = self.step
+        self.boxes = [
+            (x, y)
+            for y in range(0, height - step + 1, step)
+            for x in range(0, width - step + 1, step)
+            if tissue_fraction(mask, scale, (x, y, step, step)) >= min_tissue
+        ]
+        if not self.boxes:
+            raise DatasetError(f"{slide}: no {tile_size}-px tile with enough tissue")
+        self.tile_size, self.caption = tile_size, caption
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        x, y = self.boxes[i]
+        pixels = self.slide.read_region((x, y), self.level, (self.read_size, self.read_size))
+        return Sample(
+            image=fit_tile(pixels, self.tile_size),
+            text=self.caption,
+            meta={"slide": self.slide.path.name, "x": x, "y": y},
+        )
+
+
+__all__ = [
+    "CaptionedTiles",
+    "DatasetError",
+    "PairedTileFolder",
+    "Sample",
+    "SerialSectionPairs",
+    "SlideTiles",
+    "SpatialSpots",
+    "build_caption",
+    "build_dataset",
+    "fit_tile",
+    "read_rgb",
+]
+
+
+def build_dataset(spec: dict[str, Any], tile_size: int, resolve: Any = Path) -> Sequence[Sample]:
+    """A dataset from a config entry ``{type: {arguments}}``; ``resolve`` maps paths.
+
+    Types: ``paired_folders`` (source_dir, target_dir, target), ``serial_sections``
+    (fixed_image, moving_image, fixed_landmarks, moving_landmarks, target,
+    landmark_scale), ``captioned_tiles`` (csv), ``h5ad_spots`` (h5ad, image),
+    ``spaceranger`` (folder), ``slide_tiles`` (slide, mpp, caption).
+    """
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise DatasetError(f"a dataset entry is one {{type: {{arguments}}}} mapping, got {spec}")
+    ((kind, args),) = spec.items()
+    args = dict(args or {})
+    paths = {
+        "source_dir",
+        "target_dir",
+        "fixed_image",
+        "moving_image",
+        "fixed_landmarks",
+        "moving_landmarks",
+        "csv",
+        "h5ad",
+        "image",
+        "folder",
+        "slide",
+    }
+    for key in paths & set(args):
+        if not (kind == "spaceranger" and key == "image"):
+            args[key] = resolve(args[key])
+    builders = {
+        "paired_folders": PairedTileFolder,
+        "serial_sections": SerialSectionPairs,
+        "captioned_tiles": CaptionedTiles,
+        "h5ad_spots": SpatialSpots.from_h5ad,
+        "spaceranger": SpatialSpots.from_spaceranger,
+        "slide_tiles": SlideTiles,
+    }
+    if kind not in builders:
+        raise DatasetError(f"unknown dataset type {kind!r}; known: {', '.join(builders)}")
+    try:
+        return builders[kind](tile_size=tile_size, **args)
+    except TypeError as exc:
+        raise DatasetError(f"{kind}: {exc}") from exc

@@ -1,0 +1,275 @@
+"""The MuPD training loop: mixed tasks, flow matching, AdamW, EMA, checkpoints, resume.
+
+Distribution and mixed precision come from ``accelerate`` (``accelerate launch
+-m napari_mupd.cli train CONFIG`` for several GPUs). Every step draws its data and its
+noise from generators seeded by ``(seed, step)``, so a resumed run continues exactly
+where a stopped one was.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from napari_mupd.model import MuPDConfig, MuPDPipeline
+from napari_mupd.train.augment import dihedral, stain_jitter
+from napari_mupd.train.config import TaskConfig, TrainConfig
+from napari_mupd.train.datasets import Sample, build_dataset
+
+ProgressCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class Task:
+    """A task with its datasets, ready to draw batches."""
+
+    config: TaskConfig
+    datasets: list[Sequence[Sample]]
+
+    def draw(self, n: int, rng: np.random.Generator, augment: bool) -> list[Sample]:
+        """``n`` samples from one dataset (picked in proportion to size), augmented."""
+        sizes = np.array([len(d) for d in self.datasets], float)
+        dataset = self.datasets[rng.choice(len(sizes), p=sizes / sizes.sum())]
+        out = []
+        for i in rng.integers(len(dataset), size=n):
+            sample = dataset[int(i)]
+            if self.config.kind == "image":
+                sample.meta["reference"] = dataset[int(rng.integers(len(dataset)))].image
+            out.append(_augment(sample, rng) if augment else sample)
+        return out
+
+
+def _augment(sample: Sample, rng: np.random.Generator) -> Sample:
+    images = [sample.image] + ([sample.source] if sample.source is not None else [])
+    images = dihedral(images, rng)
+    image, source = images[0], (images[1] if len(images) > 1 else None)
+    if source is not None:
+        source = stain_jitter(source, rng)  # the input varies; the real target stays
+    elif sample.target == "H&E":
+        image = stain_jitter(image, rng)
+    return Sample(image, sample.target, source, sample.text, sample.rna, sample.meta)
+
+
+def build_pipeline(config: TrainConfig) -> MuPDPipeline:
+    """The pipeline to train: a checkpoint to fine-tune, or a preset plus overrides."""
+    if config.init:
+        return MuPDPipeline.from_pretrained(config.path(config.init), device="cpu")
+    model = dict(config.model)
+    preset = model.pop("preset", "demo")
+    base = getattr(MuPDConfig, preset)().to_dict()
+    pipe = MuPDPipeline.from_config(
+        MuPDConfig.from_dict({**base, **model}), device="cpu", seed=config.seed
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        pipe.transformer.initialize_weights()
+    if config.vae:
+        load_vae(pipe, config.path(config.vae))
+    return pipe
+
+
+def load_vae(pipe: MuPDPipeline, folder: Path) -> None:
+    """Load VAE weights trained by ``mupd train-vae`` into the pipeline."""
+    state = load_file(folder / "vae.safetensors")
+    pipe.vae.load_state_dict(state)
+
+
+class Trainer:
+    """Trains a MuPD pipeline from a :class:`TrainConfig`."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        from accelerate import Accelerator
+
+        self.config = config
+        self.out = config.path(config.out_dir)
+        self.accelerator = Accelerator(
+            mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available()
+        )
+        self.pipe = build_pipeline(config).to(self.accelerator.device)
+        size = self.pipe.config.resolution
+        self.tasks = [
+            Task(t, [build_dataset(d, size, config.path) for d in t.data]) for t in config.tasks
+        ]
+        for task in self.tasks:
+            if task.config.kind == "stain":
+                targets = {d[0].target for d in task.datasets}
+                for target in targets:
+                    self.pipe.config.resolve_target(target)  # unknown targets fail now
+        self.pipe.vae.requires_grad_(False)
+        module = self.pipe.trainable()
+        self.ema = {k: v.detach().clone().float() for k, v in module.state_dict().items()}
+        optimizer = torch.optim.AdamW(
+            module.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.module, self.optimizer = self.accelerator.prepare(module, optimizer)
+        self.step = 0
+
+    # -- checkpoints -----------------------------------------------------------------
+    def checkpoints(self) -> list[Path]:
+        """Saved checkpoints, oldest first."""
+        return sorted((self.out / "checkpoints").glob("step-*"))
+
+    def save_checkpoint(self) -> Path:
+        """Write weights, EMA, optimiser state and step atomically (rename into place)."""
+        final = self.out / "checkpoints" / f"step-{self.step:07d}"
+        tmp = final.with_name(final.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        module = self.accelerator.unwrap_model(self.module)
+        save_file(
+            {k: v.contiguous() for k, v in module.state_dict().items()},
+            tmp / "trainable.safetensors",
+        )
+        save_file({k: v.contiguous() for k, v in self.ema.items()}, tmp / "ema.safetensors")
+        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": self.step}))
+        tmp.rename(final)
+        return final
+
+    def resume(self, checkpoint: Path | None = None) -> bool:
+        """Continue from ``checkpoint`` (default: the latest); False if there is none."""
+        checkpoint = checkpoint or (self.checkpoints() or [None])[-1]
+        if checkpoint is None:
+            return False
+        module = self.accelerator.unwrap_model(self.module)
+        module.load_state_dict(load_file(checkpoint / "trainable.safetensors"))
+        self.ema = load_file(checkpoint / "ema.safetensors")
+        state = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+        self.optimizer.load_state_dict(state)
+        self.step = json.loads((checkpoint / "state.json").read_text())["step"]
+        return True
+
+    def export(self, folder: Path | None = None, *, ema: bool = True) -> Path:
+        """Save the pipeline (EMA weights by default) with ``save_pretrained``."""
+        folder = folder or self.out / "final"
+        module = self.accelerator.unwrap_model(self.module)
+        if ema:
+            current = {k: v.clone() for k, v in module.state_dict().items()}
+            module.load_state_dict(self.ema)
+        self.pipe.save_pretrained(folder)
+        if ema:
+            module.load_state_dict(current)
+        return folder
+
+    # -- training --------------------------------------------------------------------
+    def _lr(self, step: int) -> float:
+        warm = self.config.warmup_steps
+        return self.config.lr * min(1.0, (step + 1) / warm) if warm else self.config.lr
+
+    def _batch(self, task: Task, rng: np.random.Generator):
+        samples = task.draw(self.config.batch_size, rng, self.config.augment)
+        kind = task.config.kind
+        images = np.stack([s.image for s in samples])
+        kwargs: dict[str, Any] = {}
+        if kind == "text":
+            kwargs["text"] = [s.text for s in samples]
+        elif kind == "rna":
+            kwargs["rna"] = pd.DataFrame([s.rna for s in samples]).fillna(0.0)
+        elif kind == "image":
+            kwargs["reference"] = np.stack([s.meta["reference"] for s in samples])
+        elif kind == "stain":
+            kwargs["source"] = np.stack([s.source for s in samples])
+        return self.pipe.make_training_batch(samples[0].target, images, **kwargs)
+
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step on one task; returns what it logged."""
+        config = self.config
+        rng = np.random.default_rng([config.seed, self.step])
+        weights = np.array([t.config.weight for t in self.tasks], float)
+        task = self.tasks[rng.choice(len(self.tasks), p=weights / weights.sum())]
+        batch = self._batch(task, rng)
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr(self.step)
+        self.module.train()
+        with self.accelerator.autocast():
+            loss = self.module(batch, generator)
+        self.accelerator.backward(loss)
+        grad_norm = self.accelerator.clip_grad_norm_(self.module.parameters(), config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        decay = min(config.ema_decay, (1 + self.step) / (10 + self.step))
+        state = self.accelerator.unwrap_model(self.module).state_dict()
+        with torch.no_grad():
+            for k, v in state.items():
+                self.ema[k].mul_(decay).add_(v.detach().float(), alpha=1 - decay)
+        self.step += 1
+        return {
+            "loss": float(loss.detach()),
+            "grad_norm": float(grad_norm),
+            "lr": self._lr(self.step - 1),
+            "task": self.tasks.index(task),
+        }
+
+    def train(
+        self,
+        steps: int | None = None,
+        progress: ProgressCallback | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Path:
+        """Train until ``steps`` (default ``config.steps``); checkpoint and export at the end."""
+        from tqdm.auto import tqdm
+
+        total = steps or self.config.steps
+        self.out.mkdir(parents=True, exist_ok=True)
+        log_path = self.out / "log.csv"
+        new_log = not log_path.exists()
+        writer = _tensorboard(self.out / "tb")
+        with (
+            log_path.open("a", newline="") as fh,
+            tqdm(total=total, initial=self.step, desc="train", unit="step") as bar,
+        ):
+            log = csv.writer(fh)
+            if new_log:
+                log.writerow(["step", "task", "loss", "grad_norm", "lr", "seconds"])
+            start = time.perf_counter()
+            while self.step < total and not should_stop():
+                info = self.train_step()
+                if not math.isfinite(info["loss"]):
+                    raise FloatingPointError(f"loss became {info['loss']} at step {self.step}")
+                task = self.tasks[int(info["task"])].config.name
+                if self.step % self.config.log_every == 0 or self.step == total:
+                    log.writerow(
+                        [
+                            self.step,
+                            task,
+                            f"{info['loss']:.5f}",
+                            f"{info['grad_norm']:.4f}",
+                            f"{info['lr']:.3g}",
+                            f"{time.perf_counter() - start:.1f}",
+                        ]
+                    )
+                    fh.flush()
+                    if writer is not None:
+                        writer.add_scalar(f"loss/{task}", info["loss"], self.step)
+                bar.update(1)
+                bar.set_postfix(loss=f"{info['loss']:.4f}", task=task)
+                if progress is not None:
+                    progress(self.step, info)
+                if self.step % self.config.checkpoint_every == 0:
+                    self.save_checkpoint()
+        if writer is not None:
+            writer.close()
+        if self.step >= total:
+            if not self.checkpoints() or self.checkpoints()[-1].name != f"step-{self.step:07d}":
+                self.save_checkpoint()
+            return self.export()
+        return self.save_checkpoint()
+
+
+def _tensorboard(folder: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional; the CSV log is always written
+        return None
+    return SummaryWriter(str(folder))
