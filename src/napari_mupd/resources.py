@@ -11,3 +11,25 @@ SAMPLE_SLIDE = "CMU-1-Small-Region.svs"
 def sample_slide_path() -> Path:
     """Path of the bundled H&E sample slide (CC0; see ``data/ATTRIBUTION.md``)."""
     return Path(str(files("napari_mupd") / "data" / SAMPLE_SLIDE))
+
+
+BUNDLED_MODEL = "mupd-demo"
+
+
+def bundled_model_path() -> Path:
+    """Folder of the bundled demo checkpoint (see ``docs/model_card.md``)."""
+    return Path(str(files("napari_mupd") / "data" / BUNDLED_MODEL))
+
+
+def resolve_model(model: str | None) -> Path:
+    """A model folder: ``model`` when given, else the bundled checkpoint.
+
+    Raises :class:`~napari_mupd.errors.MuPDError` when the folder has no ``config.json``.
+    """
+    from napari_mupd.errors import MuPDError
+
+    path = Path(model).expanduser() if model else bundled_model_path()
+    if not (path / "config.json").is_file():
+        where = "the bundled checkpoint" if model is None else str(path)
+        raise MuPDError(f"no MuPD checkpoint at {where} (expected config.json and .safetensors)")
+    return path

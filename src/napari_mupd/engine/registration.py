@@ -41,8 +41,14 @@ class Registration:
 
         Pixels with no source are ``cval`` (white by default).
         """
-        out = warp(moving, self.transform.inverse, output_shape=shape, order=1, cval=cval,
-                   preserve_range=False)  # fmt: skip
+        out = warp(
+            moving,
+            self.transform.inverse,
+            output_shape=shape,
+            order=1,
+            cval=cval,
+            preserve_range=False,
+        )
         return (out * 255 + 0.5).astype(np.uint8) if moving.dtype == np.uint8 else out
 
     def valid_mask(self, moving_shape: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
 from napari_mupd.errors import SlideError
 from napari_mupd.io._backend import BackendInfo, Level, level_downsample
@@ -25,6 +24,8 @@ class OmeZarrBackend:
     """The first multiscale image of an OME-Zarr group."""
 
     def __init__(self, path: Path) -> None:
+        import zarr  # ~200 ms to import: only when a zarr is opened
+
         try:
             group = zarr.open_group(str(path), mode="r")
         except Exception as exc:  # zarr raises many types for bad metadata

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-import zarr
 
 from napari_mupd.errors import SlideError
 from napari_mupd.io import _tiff_metadata
@@ -87,6 +86,8 @@ class _ZarrPlane:
     """Fallback for page layouts the tile path does not handle (planar, 3-D tiles)."""
 
     def __init__(self, page: tifffile.TiffPage | tifffile.TiffFrame) -> None:
+        import zarr  # only this rare layout needs it; importing zarr costs ~200 ms
+
         self.store = page.aszarr()
         self.array = zarr.open(self.store, mode="r")
         self.samples = int(page.keyframe.samplesperpixel)

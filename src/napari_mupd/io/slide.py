@@ -341,12 +341,13 @@ def _open_backend(path: Path, series: int | None, backend: BackendName) -> Backe
 
 def _select_backend(path: Path, series: int | None) -> Backend:
     from napari_mupd.io._image import ImageBackend
-    from napari_mupd.io._ome_zarr import OmeZarrBackend, is_zarr
     from napari_mupd.io._openslide import OpenSlideBackend, import_openslide, openslide_can_read
 
     if not path.exists():
         raise SlideError("no such file or folder")
     if path.is_dir():
+        from napari_mupd.io._ome_zarr import OmeZarrBackend, is_zarr  # imports zarr
+
         if is_zarr(path):
             return OmeZarrBackend(path)
         raise SlideError("a folder that is not an OME-Zarr (no zarr.json or .zattrs inside)")

@@ -565,14 +565,27 @@ class MuPDPipeline:
     def make_training_batch(
         self,
         target: str,
-        images: object,
+        images: object = None,
         text: Sequence[str | None] | None = None,
         rna: object = None,
         reference: object = None,
         source: object = None,
+        *,
+        latents: Tensor | None = None,
+        source_latents: Tensor | None = None,
+        reference_latents: Tensor | None = None,
     ) -> TrainingBatch:
-        """Encode B target tiles and their conditions (text may hold None per sample)."""
-        latents, spec = self.encode_target(images, target)
+        """Encode B target tiles and their conditions (text may hold None per sample).
+
+        ``latents``, ``source_latents`` and ``reference_latents`` stand in for
+        ``images``, ``source`` and ``reference`` when they were encoded before (a
+        trainer's latent cache).
+        """
+        if latents is None:
+            latents, spec = self.encode_target(images, target)
+        else:
+            spec = self.config.resolve_target(target)
+            latents = latents.to(self.device)
         b = latents.shape[0]
         dev = self.device
         batch = TrainingBatch(
@@ -598,10 +611,14 @@ class MuPDPipeline:
             batch.rna_present = torch.ones(b, dtype=torch.bool, device=dev)
         if reference is not None:
             x = image_to_tensor(reference, size=self.config.resolution, what="reference image")
-            batch.reference = encode(self.vae, x.to(dev)).expand(b, -1, -1, -1).clone()
+            reference_latents = encode(self.vae, x.to(dev))
+        if reference_latents is not None:
+            batch.reference = reference_latents.to(dev).expand(b, -1, -1, -1).clone()
             batch.reference_present = torch.ones(b, dtype=torch.bool, device=dev)
         if source is not None:
-            batch.source = self.encode_source(source)
+            source_latents = self.encode_source(source)
+        if source_latents is not None:
+            batch.source = source_latents.to(dev)
             batch.source_present = torch.ones(b, dtype=torch.bool, device=dev)
         return batch
 

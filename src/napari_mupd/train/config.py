@@ -43,6 +43,7 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=lambda: {"preset": "demo"})
     init: str | None = None  # a pipeline folder to fine-tune
     vae: str | None = None  # a VAE folder from ``mupd train-vae``
+    vae_training: dict[str, Any] = field(default_factory=dict)  # steps, batch_size, lr, kl_weight
     steps: int = 1000
     batch_size: int = 8
     lr: float = 3e-4
@@ -54,6 +55,7 @@ class TrainConfig:
     log_every: int = 10
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     augment: bool = True
+    cache_latents: bool = True  # encode every tile once; augment latents by flips/rotations
     seed: int = 0
     base_dir: str = "."
 

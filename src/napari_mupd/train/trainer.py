@@ -22,32 +22,35 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from napari_mupd.model import MuPDConfig, MuPDPipeline
+from napari_mupd.model import MuPDPipeline, TrainingBatch
 from napari_mupd.train.augment import dihedral, stain_jitter
 from napari_mupd.train.config import TaskConfig, TrainConfig
 from napari_mupd.train.datasets import Sample, build_dataset
+from napari_mupd.train.vae import model_config
 
 ProgressCallback = Callable[[int, dict[str, float]], None]
 
 
 @dataclass
 class Task:
-    """A task with its datasets, ready to draw batches."""
+    """A task with its datasets (and their cached latents), ready to draw batches."""
 
     config: TaskConfig
     datasets: list[Sequence[Sample]]
+    latents: list[dict[str, torch.Tensor]] | None = None
 
-    def draw(self, n: int, rng: np.random.Generator, augment: bool) -> list[Sample]:
-        """``n`` samples from one dataset (picked in proportion to size), augmented."""
+    def pick(self, n: int, rng: np.random.Generator) -> tuple[int, np.ndarray, np.ndarray]:
+        """A dataset (in proportion to size), ``n`` sample indices and ``n`` reference indices."""
         sizes = np.array([len(d) for d in self.datasets], float)
-        dataset = self.datasets[rng.choice(len(sizes), p=sizes / sizes.sum())]
-        out = []
-        for i in rng.integers(len(dataset), size=n):
-            sample = dataset[int(i)]
-            if self.config.kind == "image":
-                sample.meta["reference"] = dataset[int(rng.integers(len(dataset)))].image
-            out.append(_augment(sample, rng) if augment else sample)
-        return out
+        d = int(rng.choice(len(sizes), p=sizes / sizes.sum()))
+        return d, rng.integers(len(self.datasets[d]), size=n), rng.integers(sizes[d], size=n)
+
+
+def _dihedral_latents(latents: torch.Tensor, moves: list[tuple[int, bool]]) -> torch.Tensor:
+    """Rotate/flip each latent map (B, C, h, w) like ``augment.dihedral`` does images."""
+    out = [torch.rot90(z, k, dims=(-2, -1)) for z, (k, _) in zip(latents, moves, strict=True)]
+    out = [z.flip(-1) if flip else z for z, (_, flip) in zip(out, moves, strict=True)]
+    return torch.stack(out)
 
 
 def _augment(sample: Sample, rng: np.random.Generator) -> Sample:
@@ -61,28 +64,38 @@ def _augment(sample: Sample, rng: np.random.Generator) -> Sample:
     return Sample(image, sample.target, source, sample.text, sample.rna, sample.meta)
 
 
-def build_pipeline(config: TrainConfig) -> MuPDPipeline:
+def build_pipeline(config: TrainConfig, genes: Sequence[str] = ()) -> MuPDPipeline:
     """The pipeline to train: a checkpoint to fine-tune, or a preset plus overrides."""
     if config.init:
-        return MuPDPipeline.from_pretrained(config.path(config.init), device="cpu")
-    model = dict(config.model)
-    preset = model.pop("preset", "demo")
-    base = getattr(MuPDConfig, preset)().to_dict()
-    pipe = MuPDPipeline.from_config(
-        MuPDConfig.from_dict({**base, **model}), device="cpu", seed=config.seed
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(config.seed)
-        pipe.transformer.initialize_weights()
+        pipe = MuPDPipeline.from_pretrained(config.path(config.init), device="cpu")
+    else:
+        mupd = model_config(config, genes)
+        pipe = MuPDPipeline.from_config(mupd, device="cpu", seed=config.seed)
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed)
+            pipe.transformer.initialize_weights()
     if config.vae:
         load_vae(pipe, config.path(config.vae))
     return pipe
 
 
 def load_vae(pipe: MuPDPipeline, folder: Path) -> None:
-    """Load VAE weights trained by ``mupd train-vae`` into the pipeline."""
-    state = load_file(folder / "vae.safetensors")
-    pipe.vae.load_state_dict(state)
+    """Load a VAE trained by ``mupd train-vae`` (weights and scaling factor)."""
+    vae_config = json.loads((folder / "config.json").read_text())
+    pipe.vae.load_state_dict(load_file(folder / "vae.safetensors"))
+    scaling = float(vae_config["scaling_factor"])
+    pipe.vae.register_to_config(scaling_factor=scaling)
+    pipe.config.vae = {**pipe.config.vae, "scaling_factor": scaling}
+
+
+def expression_genes(tasks: Sequence[Task]) -> list[str]:
+    """Gene symbols of the RNA tasks' data, in first-seen order."""
+    seen: dict[str, None] = {}
+    for task in tasks:
+        for dataset in task.datasets:
+            for gene in getattr(dataset, "expression", pd.DataFrame()).columns:
+                seen.setdefault(str(gene))
+    return list(seen)
 
 
 class Trainer:
@@ -90,23 +103,27 @@ class Trainer:
 
     def __init__(self, config: TrainConfig) -> None:
         from accelerate import Accelerator
+        from tqdm.auto import tqdm
 
         self.config = config
         self.out = config.path(config.out_dir)
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available()
         )
-        self.pipe = build_pipeline(config).to(self.accelerator.device)
-        size = self.pipe.config.resolution
+        size = model_config(config).resolution
         self.tasks = [
             Task(t, [build_dataset(d, size, config.path) for d in t.data]) for t in config.tasks
         ]
+        self.pipe = build_pipeline(config, expression_genes(self.tasks)).to(self.accelerator.device)
         for task in self.tasks:
             if task.config.kind == "stain":
                 targets = {d[0].target for d in task.datasets}
                 for target in targets:
                     self.pipe.config.resolve_target(target)  # unknown targets fail now
         self.pipe.vae.requires_grad_(False)
+        if config.cache_latents:
+            for task in tqdm(self.tasks, desc="encode tiles", unit="task"):
+                task.latents = self._cache_latents(task)
         module = self.pipe.trainable()
         self.ema = {k: v.detach().clone().float() for k, v in module.state_dict().items()}
         optimizer = torch.optim.AdamW(
@@ -166,20 +183,48 @@ class Trainer:
         warm = self.config.warmup_steps
         return self.config.lr * min(1.0, (step + 1) / warm) if warm else self.config.lr
 
-    def _batch(self, task: Task, rng: np.random.Generator):
-        samples = task.draw(self.config.batch_size, rng, self.config.augment)
+    def _batch(self, task: Task, rng: np.random.Generator) -> TrainingBatch:
+        d, index, ref_index = task.pick(self.config.batch_size, rng)
+        dataset = task.datasets[d]
+        samples = [dataset[int(i)] for i in index]
         kind = task.config.kind
-        images = np.stack([s.image for s in samples])
         kwargs: dict[str, Any] = {}
         if kind == "text":
             kwargs["text"] = [s.text for s in samples]
         elif kind == "rna":
             kwargs["rna"] = pd.DataFrame([s.rna for s in samples]).fillna(0.0)
-        elif kind == "image":
-            kwargs["reference"] = np.stack([s.meta["reference"] for s in samples])
-        elif kind == "stain":
+        if task.latents is not None:  # augment in latent space: dihedral only
+            cached = task.latents[d]
+            moves = [(int(rng.integers(4)), bool(rng.integers(2))) for _ in index]
+            kwargs["latents"] = _dihedral_latents(cached["image"][index], moves)
+            if kind == "stain":
+                kwargs["source_latents"] = _dihedral_latents(cached["source"][index], moves)
+            if kind == "image":
+                refs = [(int(rng.integers(4)), bool(rng.integers(2))) for _ in ref_index]
+                kwargs["reference_latents"] = _dihedral_latents(cached["image"][ref_index], refs)
+            return self.pipe.make_training_batch(samples[0].target, **kwargs)
+        if self.config.augment:
+            samples = [_augment(s, rng) for s in samples]
+        if kind == "image":
+            kwargs["reference"] = np.stack([dataset[int(i)].image for i in ref_index])
+        if kind == "stain":
             kwargs["source"] = np.stack([s.source for s in samples])
+        images = np.stack([s.image for s in samples])
         return self.pipe.make_training_batch(samples[0].target, images, **kwargs)
+
+    @torch.no_grad()
+    def _cache_latents(self, task: Task, chunk: int = 32) -> list[dict[str, torch.Tensor]]:
+        out = []
+        for dataset in task.datasets:
+            keys = ["image"] + (["source"] if task.config.kind == "stain" else [])
+            cached: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+            for start in range(0, len(dataset), chunk):
+                samples = [dataset[i] for i in range(start, min(start + chunk, len(dataset)))]
+                for key in keys:
+                    tiles = np.stack([getattr(s, key) for s in samples])
+                    cached[key].append(self.pipe.encode_source(tiles).cpu())
+            out.append({k: torch.cat(v) for k, v in cached.items()})
+        return out
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step on one task; returns what it logged."""

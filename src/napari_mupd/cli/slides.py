@@ -1,16 +1,12 @@
-"""The ``mupd`` command line: a thin layer over the Qt-free core."""
+"""``mupd info`` and ``mupd demo``: slides in, summaries and previews out."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from napari_mupd import __version__
-from napari_mupd.errors import MuPDError
 from napari_mupd.io import Slide, open_slide
 from napari_mupd.resources import sample_slide_path
 
@@ -79,12 +75,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``mupd`` argument parser."""
-    parser = argparse.ArgumentParser(prog="mupd", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"napari-mupd {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``info`` and ``demo``."""
     info = sub.add_parser("info", help="describe a slide: levels, pixel size, vendor")
     info.add_argument("slide", help="slide file or OME-Zarr folder")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -94,18 +86,3 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="mupd-demo", help="output folder (default: mupd-demo)")
     demo.add_argument("--size", type=int, default=1024, help="longer side of the preview")
     demo.set_defaults(func=cmd_demo)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mupd`` console script."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except MuPDError as exc:
-        print(f"mupd: error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

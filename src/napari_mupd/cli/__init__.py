@@ -1,0 +1,36 @@
+"""The ``mupd`` command line: thin front ends over the Qt-free core."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from napari_mupd import __version__
+from napari_mupd.errors import MuPDError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mupd`` argument parser with every subcommand."""
+    from napari_mupd.cli import generate, slides, train
+
+    parser = argparse.ArgumentParser(prog="mupd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"napari-mupd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    slides.add_commands(sub)
+    generate.add_commands(sub)
+    train.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mupd`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MuPDError as exc:
+        print(f"mupd: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mupd: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,109 @@
+"""Training (or fine-tuning) the RGB VAE on histology tiles: ``mupd train-vae``.
+
+Loss: L1 reconstruction in [-1, 1] plus a small KL term. After training,
+``scaling_factor`` is set so that latents of the training tiles have unit variance
+(what the diffusion transformer expects).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from napari_mupd.model import MuPDConfig
+from napari_mupd.model.vae import build_vae, fit_scaling_factor
+from napari_mupd.train.augment import dihedral
+from napari_mupd.train.config import TrainConfig
+from napari_mupd.train.datasets import Sample, build_dataset
+
+VAE_DEFAULTS = {"steps": 2000, "batch_size": 8, "lr": 1e-3, "kl_weight": 1e-6, "init": None}
+
+
+def model_config(config: TrainConfig, genes: Sequence[str] = ()) -> MuPDConfig:
+    """The MuPD config a training config describes (preset plus overrides).
+
+    ``genes: from_data`` in the model section takes the RNA panel from ``genes``
+    (the expression columns of the training data).
+    """
+    if config.init:
+        return MuPDConfig.load(config.path(config.init))
+    model = dict(config.model)
+    base = getattr(MuPDConfig, model.pop("preset", "demo"))().to_dict()
+    if model.get("genes") == "from_data":
+        model["genes"] = list(genes) or base["genes"]
+    return MuPDConfig.from_dict({**base, **model})
+
+
+def rgb_tiles(config: TrainConfig, size: int) -> list[Sequence[Sample]]:
+    """Every dataset of the config: their targets and sources are all RGB tiles."""
+    return [build_dataset(d, size, config.path) for task in config.tasks for d in task.data]
+
+
+def train_vae(config: TrainConfig, *, log: Callable[[int, float], None] | None = None) -> Path:
+    """Train the config's RGB VAE on all its tiles; writes ``out_dir/vae``.
+
+    ``vae_training`` sets ``steps``, ``batch_size``, ``lr``, ``kl_weight`` and ``init``
+    (a VAE folder to fine-tune instead of starting from random weights).
+    """
+    from tqdm.auto import tqdm
+
+    settings = {**VAE_DEFAULTS, **config.vae_training}
+    mupd = model_config(config)
+    torch.manual_seed(config.seed)
+    vae = build_vae(mupd.vae)
+    if settings["init"]:  # fine-tune a VAE folder written by an earlier train-vae
+        vae.load_state_dict(load_file(config.path(settings["init"]) / "vae.safetensors"))
+    datasets = rgb_tiles(config, mupd.resolution)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings["lr"])
+    out = config.path(config.out_dir) / "vae"
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with (out / "log.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["step", "l1", "kl", "seconds"])
+        for step in tqdm(range(settings["steps"]), desc="train-vae", unit="step"):
+            rng = np.random.default_rng([config.seed, step])
+            x = _batch(datasets, settings["batch_size"], rng) * 2 - 1
+            posterior = vae.encode(x).latent_dist
+            z = posterior.sample(generator=torch.Generator().manual_seed(step))
+            recon = vae.decode(z).sample
+            l1 = (recon - x).abs().mean()
+            kl = posterior.kl().mean()
+            loss = l1 + settings["kl_weight"] * kl
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if step % 10 == 0 or step == settings["steps"] - 1:
+                writer.writerow(
+                    [
+                        step,
+                        f"{float(l1):.5f}",
+                        f"{float(kl):.1f}",
+                        f"{time.perf_counter() - start:.1f}",
+                    ]
+                )
+                if log is not None:
+                    log(step, float(l1))
+    vae.eval()
+    sample = _batch(datasets, 64, np.random.default_rng([config.seed, -1]))
+    vae.register_to_config(scaling_factor=fit_scaling_factor(vae, sample))
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, out / "vae.safetensors")
+    (out / "config.json").write_text(json.dumps(dict(vae.config), indent=2, default=list))
+    return out
+
+
+def _batch(datasets: list[Sequence[Sample]], n: int, rng: np.random.Generator) -> torch.Tensor:
+    tiles = []
+    for _ in range(n):
+        data = datasets[int(rng.integers(len(datasets)))]
+        sample = data[int(rng.integers(len(data)))]
+        pick = sample.source if sample.source is not None and rng.random() < 0.5 else sample.image
+        tiles.append(dihedral([pick], rng)[0])
+    return torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2).float() / 255.0
