@@ -89,6 +89,7 @@ def train_vae(config: TrainConfig, *, log: Callable[[int, float], None] | None =
                         f"{time.perf_counter() - start:.1f}",
                     ]
                 )
+                fh.flush()
                 if log is not None:
                     log(step, float(l1))
     vae.eval()
