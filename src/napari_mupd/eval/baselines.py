@@ -191,7 +191,7 @@ def _count(width: int) -> int:
 
 
 def width_for_params(params: int) -> int:
-    """The U-Net width whose parameter count is closest to ``params`` (about 56 w^2)."""
+    """The U-Net width whose parameter count is closest to ``params`` (about 455 w^2)."""
     lo, hi = 1, 1
     while _count(hi) < params:
         lo, hi = hi, hi * 2

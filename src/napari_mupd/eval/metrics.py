@@ -154,7 +154,7 @@ def patch_and_slide_pearson(
     ``pred_tiles`` and ``real_tiles`` are matching (h, w) intensity maps (e.g. DAB OD
     from `marker_intensity`); ``slide_ids`` gives each pair's slide (one slide if None).
     """
-    if len(pred_tiles) != len(real_tiles) or not pred_tiles:
+    if len(pred_tiles) != len(real_tiles) or len(pred_tiles) == 0:
         raise EvalError(
             f"need equally many predicted and real tiles, got "
             f"{len(pred_tiles)} and {len(real_tiles)}"

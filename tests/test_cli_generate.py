@@ -1,0 +1,136 @@
+"""``mupd generate`` with a tiny checkpoint: tiles, manifest, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from helpers import SHARED_DATA, shared
+from napari_mupd.cli import main
+from napari_mupd.model import MuPDConfig, MuPDPipeline
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    MuPDPipeline.from_config(MuPDConfig.tiny()).save_pretrained(folder)
+    return folder
+
+
+def test_generate_from_text_writes_tiles_and_manifest(tiny_model, tmp_path, capsys):
+    args = [
+        "generate",
+        "--model",
+        str(tiny_model),
+        "--text",
+        "tumor",
+        "--n",
+        "2",
+        "--steps",
+        "2",
+        "--seed",
+        "7",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(args) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["files"] == ["tile_0000.png", "tile_0001.png"]
+    assert manifest["seed"] == 7 and manifest["num_inference_steps"] == 2
+    assert manifest["inputs"]["text"] == "tumor" and len(manifest["model_hash"]) >= 16
+    assert Image.open(tmp_path / "tile_0000.png").size == (64, 64)
+
+
+def test_generate_same_seed_same_tiles(tiny_model, tmp_path):
+    for run in ("a", "b"):
+        main(
+            [
+                "generate",
+                "--model",
+                str(tiny_model),
+                "--text",
+                "colon",
+                "--n",
+                "1",
+                "--steps",
+                "2",
+                "--seed",
+                "3",
+                "--out",
+                str(tmp_path / run),
+            ]
+        )
+    a = (tmp_path / "a" / "tile_0000.png").read_bytes()
+    assert a == (tmp_path / "b" / "tile_0000.png").read_bytes()
+
+
+def test_generate_virtual_stain_from_an_image(tiny_model, tmp_path):
+    tile = shared(SHARED_DATA / "tiles" / "wsidicom_test_tile.png")
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(tiny_model),
+                "--image",
+                str(tile),
+                "--target",
+                "IHC:Ki67",
+                "--n",
+                "1",
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "manifest.json").read_text())["target"] == "IHC:Ki67"
+
+
+def test_generate_from_an_h5ad_spot_needs_a_spot(tiny_model, tmp_path, capsys):
+    h5ad = shared(SHARED_DATA / "spatial" / "squidpy_mouse_brain" / "test_data.h5ad")
+    base = [
+        "generate",
+        "--model",
+        str(tiny_model),
+        "--rna",
+        str(h5ad),
+        "--n",
+        "1",
+        "--steps",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(base) == 1
+    assert "--spot" in capsys.readouterr().err
+    assert main([*base, "--spot", "nope"]) == 1
+    assert "no spot 'nope'" in capsys.readouterr().err
+
+
+def test_generate_errors(tiny_model, tmp_path, capsys):
+    assert main(["generate", "--model", str(tiny_model), "--out", str(tmp_path)]) == 1
+    assert "at least one condition" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tmp_path), "--text", "x", "--out", str(tmp_path)]) == 1
+    assert "no MuPD checkpoint" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(tiny_model),
+                "--text",
+                "x",
+                "--target",
+                "IHC:HER2",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 1
+    )
+    assert "known IHC markers: Ki67" in capsys.readouterr().err
