@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ from napari_mupd.errors import MuPDError
 from napari_mupd.io import open_slide
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+Split = Literal["train", "test"]
 
 
 class DatasetError(MuPDError, ValueError):
@@ -62,6 +63,24 @@ def _images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a folder")
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def spatial_split(xs: Sequence[float], width: float, holdout: float, split: Split) -> list[bool]:
+    """Which tiles (left edges ``xs``, ``width`` wide) belong to ``split``.
+
+    The rightmost ``holdout`` fraction of tiles is the test set; training tiles end
+    left of the first test tile, so no pixel is in both. ``holdout`` 0 keeps all.
+    """
+    if not 0 <= holdout < 1:
+        raise DatasetError(f"holdout must be in [0, 1), got {holdout}")
+    if split not in ("train", "test"):
+        raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
+    if holdout == 0 or not xs:
+        return [split == "train"] * len(xs)
+    line = float(np.quantile(xs, 1 - holdout))
+    if split == "test":
+        return [x >= line for x in xs]
+    return [x + width <= line for x in xs]
 
 
 class PairedTileFolder(Sequence[Sample]):
@@ -115,6 +134,8 @@ class SerialSectionPairs(Sequence[Sample]):
         landmark_scale: float = 1.0,
         stride: int | None = None,
         min_tissue: float = 0.5,
+        holdout: float = 0.0,
+        split: Split = "train",
     ) -> None:
         fixed = read_rgb(fixed_image)
         moving = read_rgb(moving_image)
@@ -135,6 +156,8 @@ class SerialSectionPairs(Sequence[Sample]):
             if usable[y : y + tile_size, x : x + tile_size].mean() >= min_tissue
             and valid[y : y + tile_size, x : x + tile_size].all()
         ]
+        keep = spatial_split([x for _, x in self.boxes], tile_size, holdout, split)
+        self.boxes = [box for box, k in zip(self.boxes, keep, strict=True) if k]
         if not self.boxes:
             raise DatasetError(f"{fixed_image}: no {tile_size}-px tile with enough tissue")
         self.target, self.tile_size = target, tile_size
@@ -217,6 +240,8 @@ class SpatialSpots(Sequence[Sample]):
         *,
         context: float = 2.0,
         name: str = "spots",
+        holdout: float = 0.0,
+        split: Split = "train",
     ) -> None:
         if len(expression) != len(coords):
             raise DatasetError(f"{name}: {len(expression)} expression rows for {len(coords)} spots")
@@ -225,6 +250,8 @@ class SpatialSpots(Sequence[Sample]):
         inside = [
             i for i, (x, y) in enumerate(coords) if half <= x <= w - half and half <= y <= h - half
         ]
+        keep = spatial_split([coords[i][0] - half for i in inside], 2 * half, holdout, split)
+        inside = [i for i, k in zip(inside, keep, strict=True) if k]
         if not inside:
             raise DatasetError(f"{name}: no spot lies far enough inside the image")
         self.image, self.half, self.tile_size, self.name = image, half, tile_size, name
@@ -317,6 +344,8 @@ class SlideTiles(Sequence[Sample]):
         mpp: float | None = None,
         min_tissue: float = 0.5,
         caption: str | None = None,
+        holdout: float = 0.0,
+        split: Split = "train",
     ) -> None:
         self.slide = open_slide(slide)
         downsample = 1.0
@@ -334,6 +363,8 @@ class SlideTiles(Sequence[Sample]):
             for x in range(0, width - step + 1, step)
             if tissue_fraction(mask, scale, (x, y, step, step)) >= min_tissue
         ]
+        keep = spatial_split([x for x, _ in self.boxes], step, holdout, split)
+        self.boxes = [box for box, k in zip(self.boxes, keep, strict=True) if k]
         if not self.boxes:
             raise DatasetError(f"{slide}: no {tile_size}-px tile with enough tissue")
         self.tile_size, self.caption = tile_size, caption

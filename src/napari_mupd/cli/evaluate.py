@@ -1,0 +1,108 @@
+"""``mupd eval``: metrics of predicted against real tiles, or of a checkpoint on held-out data."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from napari_mupd.errors import MuPDError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+def read_tiles(folder: Path, stems: list[str]) -> list[np.ndarray]:
+    """RGB uint8 tiles of ``folder`` by file stem (alpha dropped)."""
+    from napari_mupd.train.datasets import read_rgb
+
+    files = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    return [read_rgb(files[s]) for s in stems]
+
+
+def paired_stems(pred: Path, real: Path) -> list[str]:
+    """File stems present in both folders, sorted."""
+    for folder in (pred, real):
+        if not folder.is_dir():
+            raise MuPDError(f"{folder}: not a folder")
+    stems = [
+        {p.stem for p in f.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES} for f in (pred, real)
+    ]
+    common = sorted(stems[0] & stems[1])
+    if not common:
+        raise MuPDError(f"no image file names in common between {pred} and {real}")
+    return common
+
+
+def write_report(tables: dict, out: Path, title: str) -> Path:
+    """Markdown report, a CSV per table and the plots; returns the report's path."""
+    from napari_mupd.eval.report import format_table, plot_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {title}", ""]
+    for name, df in tables.items():
+        df.to_csv(out / f"{name}.csv")
+        plots = plot_report(df, out / name)
+        lines += [f"## {name}", "", format_table(df)]
+        lines += [f"![{p.stem}]({name}/{p.name})" for p in plots] + [""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Score tiles (``--pred``/``--real``) or a checkpoint on its held-out split (``--config``)."""
+    from napari_mupd.eval.report import evaluate_pairs, format_table
+
+    out = Path(args.out)
+    if args.config:
+        from napari_mupd.eval.heldout import evaluate_checkpoint
+        from napari_mupd.model import MuPDPipeline
+        from napari_mupd.train.config import TrainConfig
+
+        config = TrainConfig.from_yaml(args.config)
+        model = Path(args.model) if args.model else config.path(config.out_dir) / "final"
+        pipe = MuPDPipeline.from_pretrained(model, device=args.device)
+        tables = evaluate_checkpoint(
+            pipe, config, steps=args.steps, seed=args.seed, regression_steps=args.regression_steps
+        )
+        if not tables:
+            raise MuPDError(f"{args.config}: no dataset holds out a test split (holdout: 0)")
+        title = f"Held-out evaluation of {model} ({pipe.config.name}, {pipe.model_hash[:12]})"
+    else:
+        if not (args.pred and args.real):
+            raise MuPDError("give --pred and --real folders, or --config")
+        pred, real = Path(args.pred), Path(args.real)
+        stems = paired_stems(pred, real)
+        df = evaluate_pairs(
+            read_tiles(pred, stems), read_tiles(real, stems), kind=args.kind, mpp=args.mpp
+        )
+        tables = {"pairs": df}
+        title = f"{pred} against {real} ({len(stems)} tiles)"
+    report = write_report(tables, out, title)
+    for name, df in tables.items():
+        print(f"## {name}\n{format_table(df)}")
+    print(f"report written to {report.resolve()}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``eval``."""
+    ev = sub.add_parser("eval", help="metrics: predicted vs real tiles, or a checkpoint")
+    ev.add_argument("--pred", help="folder of predicted tiles")
+    ev.add_argument("--real", help="folder of real tiles (paired by file name)")
+    ev.add_argument("--kind", default="IHC", choices=["IHC", "mIF"])
+    ev.add_argument("--mpp", type=float, help="pixel size for the nuclei statistics")
+    ev.add_argument("--config", help="a training YAML: evaluate on its held-out split")
+    ev.add_argument("--model", help="checkpoint folder (default: OUT_DIR/final of the config)")
+    ev.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument(
+        "--regression-steps",
+        type=int,
+        default=300,
+        help="training steps of the U-Net regression baseline",
+    )
+    ev.add_argument("--device", default=None)
+    ev.add_argument("--out", required=True, help="folder for report.md, CSVs and plots")
+    ev.set_defaults(func=cmd_eval)

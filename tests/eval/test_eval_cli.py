@@ -1,0 +1,139 @@
+"""``mupd eval`` on tile folders, and held-out evaluation of a (tiny) checkpoint."""
+
+from __future__ import annotations
+
+import anndata
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import SHARED_DATA, shared
+from napari_mupd.cli import main
+from napari_mupd.eval.heldout import evaluate_checkpoint, split_datasets
+from napari_mupd.model import MuPDConfig, MuPDPipeline
+from napari_mupd.train.config import TrainConfig
+
+SECTIONS = SHARED_DATA / "serial_sections" / "mouse_lung_lesion3"
+PS = SECTIONS / "landmarks_50pc" / "user-PS_scale-50pc"
+BRAIN = SHARED_DATA / "spatial" / "squidpy_mouse_brain"
+
+
+def test_eval_folders_identical_tiles_score_perfectly(tmp_path, capsys):
+    ihc = np.asarray(__import__("skimage.data", fromlist=["data"]).immunohistochemistry())
+    for folder in ("pred", "real"):
+        (tmp_path / folder).mkdir()
+        for i in range(3):
+            Image.fromarray(ihc[i * 100 : i * 100 + 128, :128]).save(
+                tmp_path / folder / f"t{i}.png"
+            )
+    Image.fromarray(ihc[:64, :64]).save(tmp_path / "real" / "unpaired.png")
+    assert (
+        main(
+            [
+                "eval",
+                "--pred",
+                str(tmp_path / "pred"),
+                "--real",
+                str(tmp_path / "real"),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "| prediction | 3 | 1.000 |" in out  # patch Pearson r = 1
+    assert (tmp_path / "out" / "report.md").exists()
+    assert (tmp_path / "out" / "pairs" / "metrics.png").exists()
+
+
+def test_eval_needs_pairs(tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert (
+        main(
+            [
+                "eval",
+                "--pred",
+                str(tmp_path / "a"),
+                "--real",
+                str(tmp_path / "b"),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 1
+    )
+    assert "no image file names in common" in capsys.readouterr().err
+    assert main(["eval", "--out", str(tmp_path / "out")]) == 1
+
+
+@pytest.fixture
+def heldout_config(tmp_path) -> TrainConfig:
+    genes = list(anndata.read_h5ad(shared(BRAIN / "test_data.h5ad")).var_names[:8])
+    return TrainConfig.from_dict(
+        {
+            "out_dir": str(tmp_path / "run"),
+            "model": {"preset": "tiny", "genes": genes},
+            "tasks": [
+                {
+                    "name": "ki67",
+                    "kind": "stain",
+                    "data": [
+                        {
+                            "serial_sections": {
+                                "fixed_image": str(SECTIONS / "29-041-Izd2-w35-He-les3.jpg"),
+                                "moving_image": str(SECTIONS / "29-041-Izd2-w35-Ki67-7-les3.jpg"),
+                                "fixed_landmarks": str(PS / "29-041-Izd2-w35-He-les3.csv"),
+                                "moving_landmarks": str(PS / "29-041-Izd2-w35-Ki67-7-les3.csv"),
+                                "target": "IHC:Ki67",
+                                "landmark_scale": 0.1,
+                                "holdout": 0.25,
+                            }
+                        }
+                    ],
+                },
+                {
+                    "name": "spots",
+                    "kind": "rna",
+                    "data": [
+                        {
+                            "h5ad_spots": {
+                                "h5ad": str(BRAIN / "test_data.h5ad"),
+                                "image": str(BRAIN / "test_img.jpg"),
+                                "holdout": 0.3,
+                            }
+                        }
+                    ],
+                },
+            ],
+        },
+        base_dir=tmp_path,
+    )
+
+
+def test_holdout_splits_do_not_overlap(heldout_config):
+    task = heldout_config.tasks[0]
+    train = split_datasets(task, heldout_config, 64, "train")[0]
+    test = split_datasets(task, heldout_config, 64, "test")[0]
+    assert len(train) and len(test)
+    right_edge_of_train = max(x for _, x in train.boxes) + 64
+    assert right_edge_of_train <= min(x for _, x in test.boxes)
+
+
+def test_heldout_evaluation_scores_model_and_baselines(heldout_config):
+    pipe = MuPDPipeline.from_config(
+        MuPDConfig.from_dict(
+            {**MuPDConfig.tiny().to_dict(), "genes": heldout_config.model["genes"]}
+        )
+    )
+    tables = evaluate_checkpoint(
+        pipe, heldout_config, steps=1, regression_steps=2, log=lambda _: None
+    )
+    stain = tables["ki67"]
+    assert list(stain.index)[:3] == ["MuPD", "colour deconvolution", "nearest neighbour"]
+    assert len(stain) == 4 and stain["n_tiles"].iloc[0] > 0
+    assert np.isfinite(stain["ssim"]).all()
+    spots = tables["spots"]
+    assert list(spots.columns) == ["n_tiles", "fid", "kid", "nuclei_distance"]
+    assert np.isfinite(spots["fid"]).all()
