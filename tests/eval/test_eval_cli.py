@@ -137,3 +137,44 @@ def test_heldout_evaluation_scores_model_and_baselines(heldout_config):
     spots = tables["spots"]
     assert list(spots.columns) == ["n_tiles", "fid", "kid", "nuclei_distance"]
     assert np.isfinite(spots["fid"]).all()
+
+
+def test_few_shot_experiment_runs_end_to_end(tmp_path):
+    from napari_mupd.eval.fewshot import few_shot_experiment, logistic_regression
+
+    x = np.concatenate([np.random.default_rng(0).normal(m, 1, (20, 3)) for m in (0, 5)])
+    y = np.repeat([0, 1], 20)
+    assert (logistic_regression(x, y, 2)(x) == y).mean() > 0.95
+
+    brain = shared(BRAIN / "test_img.jpg")
+    config = TrainConfig.from_dict(
+        {
+            "out_dir": str(tmp_path),
+            "model": {"preset": "tiny"},
+            "tasks": [
+                {
+                    "name": "captions",
+                    "kind": "text",
+                    "data": [
+                        {"slide_tiles": {"slide": str(brain), "caption": "brain", "holdout": 0.3}},
+                        {
+                            "slide_tiles": {
+                                "slide": str(SHARED_DATA / "slides" / "CMU-1-Small-Region.svs"),
+                                "mpp": 2.0,
+                                "caption": "skin",
+                                "holdout": 0.3,
+                            }
+                        },
+                    ],
+                }
+            ],
+        },
+        base_dir=tmp_path,
+    )
+    pipe = MuPDPipeline.from_config(MuPDConfig.tiny())
+    df = few_shot_experiment(
+        pipe, config, shots=3, synthetic=2, seeds=2, steps=1, log=lambda _: None
+    )
+    assert df.attrs["classes"] == ["brain", "skin"]
+    assert list(df.columns) == ["real only", "real + synthetic"]
+    assert ((df.loc[[0, 1]] >= 0) & (df.loc[[0, 1]] <= 1)).all().all()

@@ -34,6 +34,17 @@ def paired_stems(pred: Path, real: Path) -> list[str]:
     return common
 
 
+def markdown(df) -> str:
+    """A plain DataFrame as a Markdown table (3 decimals)."""
+    head = [str(df.index.name or ""), *map(str, df.columns)]
+    rows = [
+        [str(i), *(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r)]
+        for i, r in zip(df.index, df.itertuples(index=False), strict=True)
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
 def write_report(tables: dict, out: Path, title: str) -> Path:
     """Markdown report, a CSV per table and the plots; returns the report's path."""
     from napari_mupd.eval.report import format_table, plot_report
@@ -42,6 +53,17 @@ def write_report(tables: dict, out: Path, title: str) -> Path:
     lines = [f"# {title}", ""]
     for name, df in tables.items():
         df.to_csv(out / f"{name}.csv")
+        if name == "few-shot":
+            lines += [
+                f"## {name}",
+                "",
+                f"classes: {'; '.join(df.attrs['classes'])}; "
+                f"{df.attrs['test_tiles']} held-out test tiles",
+                "",
+                markdown(df),
+                "",
+            ]
+            continue
         plots = plot_report(df, out / name)
         lines += [f"## {name}", "", format_table(df)]
         lines += [f"![{p.stem}]({name}/{p.name})" for p in plots] + [""]
@@ -66,6 +88,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         tables = evaluate_checkpoint(
             pipe, config, steps=args.steps, seed=args.seed, regression_steps=args.regression_steps
         )
+        if args.few_shot:
+            from napari_mupd.eval.fewshot import few_shot_experiment
+
+            tables["few-shot"] = few_shot_experiment(pipe, config, steps=args.steps)
         if not tables:
             raise MuPDError(f"{args.config}: no dataset holds out a test split (holdout: 0)")
         title = f"Held-out evaluation of {model} ({pipe.config.name}, {pipe.model_hash[:12]})"
@@ -81,7 +107,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         title = f"{pred} against {real} ({len(stems)} tiles)"
     report = write_report(tables, out, title)
     for name, df in tables.items():
-        print(f"## {name}\n{format_table(df)}")
+        print(f"## {name}\n{markdown(df) if name == 'few-shot' else format_table(df)}")
     print(f"report written to {report.resolve()}")
     return 0
 
@@ -102,6 +128,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=300,
         help="training steps of the U-Net regression baseline",
+    )
+    ev.add_argument(
+        "--few-shot",
+        action="store_true",
+        help="also run the 10-shot classification with/without synthetic tiles",
     )
     ev.add_argument("--device", default=None)
     ev.add_argument("--out", required=True, help="folder for report.md, CSVs and plots")
