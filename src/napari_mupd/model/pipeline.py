@@ -438,6 +438,7 @@ class MuPDPipeline:
         generator: torch.Generator | int | None = None,
         output_type: OutputType = "np",
         callback_on_step_end: StepCallback | None = None,
+        latents: Tensor | None = None,
     ) -> MuPDPipelineOutput:
         """Generate tiles of `target` from any subset of text, RNA and image.
 
@@ -451,6 +452,9 @@ class MuPDPipeline:
         generator: a torch.Generator or an int seed (None: a fresh random seed, recorded).
         callback_on_step_end(pipe, step, t, {"latents": x}) may return {"latents": x'}
         and may set ``pipe.interrupt = True``.
+        latents: the initial noise, (N, latent channels of the target, h/8, w/8) — e.g.
+        crops of one noise field shared by overlapping tiles; default: drawn from
+        `generator`.
         """
         spec = self.config.resolve_target(target)
         if num_images < 1:
@@ -493,10 +497,19 @@ class MuPDPipeline:
 
         gen, seed = _resolve_generator(generator)
         canvas = (n, self.config.canvas_channels, h // 8, w // 8)
-        latents = torch.randn(canvas, generator=gen, device=gen.device).to(self.device)
+        if latents is None:
+            noise = torch.randn(canvas, generator=gen, device=gen.device).to(self.device)
+        else:
+            expected = (n, len(spec.channels), h // 8, w // 8)
+            if tuple(latents.shape) != expected:
+                raise ConditionError(
+                    f"latents must have shape {expected}, got {tuple(latents.shape)}"
+                )
+            noise = torch.zeros(canvas, device=self.device)
+            noise[:, list(spec.channels)] = latents.to(self.device, torch.float32)
         mask = torch.zeros(canvas[1], device=self.device)
         mask[list(spec.channels)] = 1.0
-        latents = latents * mask[None, :, None, None]
+        latents = noise * mask[None, :, None, None]
 
         def velocity(x: Tensor, t: float) -> Tensor:
             return self.predict_velocity(x, t, spec, streams, source, guidance_scale, scales)

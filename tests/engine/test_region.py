@@ -1,0 +1,188 @@
+"""Region staining: blending, alignment with the slide, seams, windows, cancel."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from helpers import CMU1, shared
+from napari_mupd import RegionError, open_slide
+from napari_mupd.engine.models import Cancelled, PipelineTileModel
+from napari_mupd.engine.noise import noise_window
+from napari_mupd.engine.region import Grid, Region, stain_grid, stain_region
+from napari_mupd.engine.tiling import Blender, tile_starts
+from napari_mupd.model import MuPDConfig, MuPDPipeline
+
+
+class Identity:
+    """Returns its input: a stain that must reproduce the slide exactly."""
+
+    channels = ("R", "G", "B")
+    latent_channels = 0
+
+    def __init__(self, tile_size: int = 64, mpp: float | None = None) -> None:
+        self.tile_size, self.mpp = tile_size, mpp
+
+    def __call__(self, sources, noise, cancel):
+        return sources.astype(np.float32) / 255
+
+
+class Constant(Identity):
+    def __call__(self, sources, noise, cancel):
+        return np.full(sources.shape, 0.4, np.float32)
+
+
+class NoiseEcho(Identity):
+    """Shows the noise it was given, so windows can be compared."""
+
+    latent_channels = 3
+
+    def __call__(self, sources, noise, cancel):
+        up = noise.repeat(8, axis=2).repeat(8, axis=3)
+        return np.moveaxis(up, 1, -1).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"), [(10, 64, 16), (64, 64, 16), (300, 64, 16), (1000, 128, 32)]
+)
+def test_blend_weights_sum_to_one(length, tile, overlap):
+    starts = tile_starts(length, tile, overlap, align=8)
+    assert starts[0] == 0 and starts[-1] + tile >= length
+    assert all(s % 8 == 0 for s in starts)
+    assert all(b - a <= tile - overlap for a, b in itertools.pairwise(starts))
+    blender = Blender(length, length, 1, tile, overlap, starts, starts)
+    total = np.zeros((length, length))
+    for y in starts:
+        for x in starts:
+            blender.add(y, x, np.ones((tile, tile, 1)))
+            w = blender.weights(y, x)[: length - y, : length - x]
+            total[y : y + tile, x : x + tile] += w
+    normalised = np.zeros_like(total)
+    for y in starts:
+        for x in starts:
+            w = blender.weights(y, x)[: length - y, : length - x]
+            normalised[y : y + tile, x : x + tile] += w / total[y : y + tile, x : x + tile]
+    np.testing.assert_allclose(normalised, 1.0, atol=1e-12)
+    np.testing.assert_allclose(blender.result(), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "w", "h"), [(0, 0, 200, 150), (37, 81, 131, 77), (2101, 2900, 300, 200)]
+)
+def test_identity_model_reproduces_the_slide_at_level0(x, y, w, h):
+    with open_slide(shared(CMU1)) as slide:
+        result = stain_region(slide, Region(x, y, w, h), Identity())
+        expected = slide.read_region((x, y), 0, (w, h))
+        np.testing.assert_array_equal(result.rgb_uint8(), expected)
+        assert result.scale == pytest.approx((0.499, 0.499))
+        assert result.translate == pytest.approx((y * 0.499, x * 0.499))
+
+
+@pytest.mark.parametrize(("mpp", "level"), [(1.0, 1), (2.0, 2)])
+def test_identity_model_lands_on_lower_levels(generated, mpp, level):
+    with open_slide(generated["ome"]) as slide:  # 0.5 um/px, levels 2x and 4x
+        d = 2**level
+        region = Region(17 * d, 33 * d, 90 * d, 70 * d)
+        result = stain_region(slide, region, Identity(mpp=mpp))
+        assert result.image.shape == (70, 90, 3)
+        expected = slide.levels[level][33 : 33 + 70, 17 : 17 + 90].compute()
+        np.testing.assert_array_equal(result.rgb_uint8(), expected)
+        # output pixel 0 covers level-0 pixels [x, x + d): its centre in world units
+        assert result.translate == pytest.approx(
+            ((33 * d + (d - 1) / 2) * 0.5, (17 * d + (d - 1) / 2) * 0.5)
+        )
+        assert result.scale == pytest.approx((d * 0.5, d * 0.5))
+
+
+def test_identity_model_with_resampling_matches_area_average():
+    with open_slide(shared(CMU1)) as slide:
+        result = stain_region(slide, Region(100, 200, 300, 240), Identity(mpp=0.499 * 3))
+        assert result.image.shape == (80, 100, 3)
+        level0 = slide.read_region((100, 200), 0, (300, 240)).astype(float)
+        area = level0.reshape(80, 3, 100, 3, 3).mean(axis=(1, 3))
+        assert np.abs(result.rgb_uint8() - area).mean() < 1.0
+
+
+def test_constant_model_shows_no_seams():
+    with open_slide(shared(CMU1)) as slide:
+        result = stain_region(slide, Region(10, 10, 500, 333), Constant())
+        np.testing.assert_allclose(result.image, 0.4, atol=1e-6)
+
+
+def test_any_window_equals_the_whole():
+    with open_slide(shared(CMU1)) as slide:
+        grid = Grid.for_region(slide, Region(0, 0, 400, 300), None)
+        model = NoiseEcho()
+        whole, _ = stain_grid(slide, grid, model, seed=5)
+        part, _ = stain_grid(slide, grid, model, seed=5, window=(37, 101, 250, 333))
+        np.testing.assert_array_equal(part, whole[37:250, 101:333])
+
+
+def test_noise_field_is_the_same_however_it_is_cut():
+    whole = noise_window(3, 4, 0, 0, 100, 90)
+    np.testing.assert_array_equal(noise_window(3, 4, 30, 41, 50, 40), whole[:, 30:80, 41:81])
+    assert not np.array_equal(noise_window(4, 4, 0, 0, 10, 10), whole[:, :10, :10])
+
+
+def test_samples_give_uncertainty():
+    with open_slide(shared(CMU1)) as slide:
+        flat = stain_region(slide, Region(0, 0, 100, 100), Identity(), samples=3)
+        np.testing.assert_array_equal(flat.std, 0)
+        noisy = stain_region(slide, Region(0, 0, 100, 100), NoiseEcho(), samples=3)
+        assert noisy.std.mean() > 0.3
+
+
+def test_cancel_stops_between_tiles():
+    calls = []
+
+    class Counting(Identity):
+        def __call__(self, sources, noise, cancel):
+            calls.append(len(sources))
+            return super().__call__(sources, noise, cancel)
+
+    with open_slide(shared(CMU1)) as slide, pytest.raises(Cancelled):
+        stain_region(
+            slide,
+            Region(0, 0, 1000, 1000),
+            Counting(),
+            batch_size=1,
+            cancel=lambda: len(calls) >= 2,
+        )
+    assert len(calls) == 2
+
+
+def test_polygon_region_masks_and_skips_tiles():
+    with open_slide(shared(CMU1)) as slide:
+        triangle = Region.from_polygon([(0, 0), (400, 0), (0, 400)])
+        result = stain_region(slide, triangle, Constant())
+        assert result.mask.shape == (400, 400)
+        assert result.mask[10, 10] and not result.mask[390, 390]
+        assert (result.image[-60:, -60:] == 1.0).all()  # the far tile was skipped: white
+        assert np.allclose(result.image[:60, :60], 0.4)
+
+
+def test_regions_off_the_slide_are_errors():
+    with open_slide(shared(CMU1)) as slide:
+        with pytest.raises(RegionError, match="outside"):
+            stain_region(slide, Region(5000, 5000, 10, 10), Identity())
+        with pytest.raises(RegionError, match="no area"):
+            stain_region(slide, Region(0, 0, 0, 10), Identity())
+        with pytest.raises(RegionError, match="3"):
+            Region.from_polygon([(0, 0), (1, 1)])
+
+
+def test_pipeline_tile_model_stains_with_a_tiny_mupd():
+    pipe = MuPDPipeline.from_config(MuPDConfig.tiny())
+    model = PipelineTileModel(pipe, "ihc:ki67", steps=2, mpp=1.0)
+    with open_slide(shared(CMU1)) as slide:
+        result = stain_region(slide, Region(100, 100, 200, 150), model, seed=1)
+        again = stain_region(slide, Region(100, 100, 200, 150), model, seed=1)
+    assert result.image.shape == (75, 100, 3)
+    np.testing.assert_array_equal(result.image, again.image)
+    assert result.metadata["target"] == "IHC:Ki67" and result.metadata["model_hash"]
+    mif = PipelineTileModel(pipe, "mIF:CD8,CD3", steps=1)
+    assert mif.channels == ("CD8", "CD3")
+    with pytest.raises(Exception, match="not a staining target"):
+        PipelineTileModel(pipe, "H&E")
