@@ -12,12 +12,13 @@ from napari_mupd.errors import MuPDError
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mupd`` argument parser with every subcommand."""
-    from napari_mupd.cli import evaluate, generate, slides, train
+    from napari_mupd.cli import evaluate, generate, slides, stain, train
 
     parser = argparse.ArgumentParser(prog="mupd", description=__doc__)
     parser.add_argument("--version", action="version", version=f"napari-mupd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     slides.add_commands(sub)
+    stain.add_commands(sub)
     generate.add_commands(sub)
     evaluate.add_commands(sub)
     train.add_commands(sub)

@@ -1,0 +1,150 @@
+"""``mupd stain``: virtual staining of a region or a whole slide."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from napari_mupd.errors import MuPDError
+
+
+def parse_roi(text: str | None) -> tuple[int, int, int, int] | None:
+    """``x,y,w,h`` in level-0 pixels."""
+    if text is None:
+        return None
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError as exc:
+        raise MuPDError(f"--roi must be x,y,w,h in level-0 pixels, got {text!r}") from exc
+    return x, y, w, h
+
+
+def output_format(out: str, fmt: str | None) -> str:
+    """'ome-zarr', 'ome-tiff' or 'flat' from ``--format`` or the output's suffix."""
+    name = out.lower().rstrip("/")
+    if fmt:
+        return fmt
+    if name.endswith(".ome.zarr") or name.endswith(".zarr"):
+        return "ome-zarr"
+    if name.endswith((".ome.tif", ".ome.tiff")):
+        return "ome-tiff"
+    if name.endswith((".png", ".tif", ".tiff")):
+        return "flat"
+    raise MuPDError(
+        f"cannot tell the format of {out!r}: end it in .ome.zarr, .ome.tif, .png or .tif"
+    )
+
+
+def cmd_stain(args: argparse.Namespace) -> int:
+    """Stain ``--roi`` (default: the whole slide) and write it as ``--out`` says."""
+    from tqdm.auto import tqdm
+
+    from napari_mupd.engine.jobs import JobSpec, run_job
+    from napari_mupd.resources import resolve_model
+
+    fmt = output_format(args.out, args.format)
+    spec = JobSpec(
+        slide=str(Path(args.slide).resolve()),
+        model=str(resolve_model(args.model)),
+        target=args.target,
+        out=str(Path(args.out).resolve()),
+        region=parse_roi(args.roi),
+        text=args.text,
+        steps=args.steps,
+        seed=args.seed,
+        samples=args.samples,
+        mpp=args.mpp,
+        guidance=args.guidance,
+        device=args.device,
+    )
+    if fmt == "flat":
+        return _stain_flat(spec)
+    zarr_out = spec.out if fmt == "ome-zarr" else spec.out + ".partial.ome.zarr"
+    job = JobSpec(**{**spec.__dict__, "out": zarr_out})
+    with tqdm(desc="stain", unit="chunk") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        run_job(
+            job,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            overwrite=args.overwrite,
+            progress=progress,
+        )
+    if fmt == "ome-tiff":
+        _zarr_to_ome_tiff(Path(zarr_out), Path(spec.out))
+        shutil.rmtree(zarr_out)
+    print(f"wrote {spec.out}")
+    return 0
+
+
+def _stain_flat(spec) -> int:
+    from napari_mupd.engine.models import PipelineTileModel
+    from napari_mupd.engine.region import Region, stain_region
+    from napari_mupd.engine.writers import write_flat
+    from napari_mupd.io import open_slide
+    from napari_mupd.model import MuPDPipeline
+
+    pipe = MuPDPipeline.from_pretrained(spec.model, device=spec.device)
+    model = PipelineTileModel(
+        pipe, spec.target, text=spec.text, steps=spec.steps, guidance=spec.guidance, mpp=spec.mpp
+    )
+    with open_slide(spec.slide) as slide:
+        w, h = slide.dimensions
+        region = Region(*spec.region) if spec.region else Region(0, 0, w, h)
+        result = stain_region(slide, region, model, seed=spec.seed, samples=spec.samples)
+    write_flat(spec.out, result.image, result.channels)
+    print(
+        f"wrote {spec.out} ({result.image.shape[1]}x{result.image.shape[0]} px, "
+        f"{result.scale[1]:.3g} {result.units}/px)"
+    )
+    return 0
+
+
+def _zarr_to_ome_tiff(zarr_path: Path, out: Path) -> None:
+    import zarr
+
+    from napari_mupd.engine.writers import write_ome_tiff
+
+    group = zarr.open_group(str(zarr_path), mode="r")
+    ms = group.attrs["multiscales"][0]
+    scale = ms["datasets"][0]["coordinateTransformations"][0]["scale"]
+    units = ms["axes"][1].get("unit")
+    channels = [c["label"] for c in group.attrs["omero"]["channels"]]
+    import numpy as np
+
+    levels = [np.moveaxis(np.asarray(group[d["path"]][:]), 0, -1) for d in ms["datasets"]]
+    write_ome_tiff(
+        out,
+        levels,
+        channels,
+        mpp=(scale[1], scale[2]) if units else None,
+        description=dict(group.attrs["napari_mupd"]),
+    )
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``stain``."""
+    st = sub.add_parser("stain", help="virtually stain a region or a whole slide")
+    st.add_argument("slide")
+    st.add_argument("--target", required=True, help="IHC:<marker> or mIF:<m1>,<m2>,...")
+    st.add_argument("--roi", help="x,y,w,h in level-0 pixels (default: the whole slide)")
+    st.add_argument("--text", help="an optional caption condition")
+    st.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--samples", type=int, default=1, help=">1: mean and per-pixel std")
+    st.add_argument("--guidance", type=float, default=1.0)
+    st.add_argument("--mpp", type=float, help="pixel size to stain at (default: the model's)")
+    st.add_argument("--model", help="checkpoint folder (default: the bundled one)")
+    st.add_argument("--device", help="cpu, cuda, mps (default: auto)")
+    st.add_argument("--workers", type=int, default=1, help="local dask workers")
+    st.add_argument("--scheduler", help="address of an existing dask scheduler")
+    st.add_argument("--format", choices=["ome-zarr", "ome-tiff", "flat"])
+    st.add_argument("--overwrite", action="store_true", help="replace another job's output")
+    st.add_argument("--out", required=True, help="OUT.ome.zarr, OUT.ome.tif, OUT.png or OUT.tif")
+    st.set_defaults(func=cmd_stain)

@@ -1,0 +1,220 @@
+"""Whole-slide jobs: OME-Zarr and OME-TIFF outputs read by real peers, exact resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zarr
+from PIL import Image
+
+from helpers import CMU1, shared
+from napari_mupd import RegionError, open_slide
+from napari_mupd.cli import main
+from napari_mupd.engine.jobs import DONE, JobError, JobSpec, run_job
+from napari_mupd.errors import ConditionError
+from napari_mupd.model import MuPDConfig, MuPDPipeline
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-model")
+    config = MuPDConfig.from_dict({**MuPDConfig.tiny().to_dict(), "mpp": 1.0})
+    MuPDPipeline.from_config(config).save_pretrained(folder)
+    return str(folder)
+
+
+def spec(tiny_model, out, **kw) -> JobSpec:
+    base = {
+        "slide": str(shared(CMU1)),
+        "model": tiny_model,
+        "target": "IHC:Ki67",
+        "out": str(out),
+        "region": (0, 0, 1400, 1100),
+        "steps": 2,
+        "chunk": 512,
+    }
+    return JobSpec(**{**base, **kw})
+
+
+def test_job_writes_an_ome_zarr_that_peers_read(tiny_model, tmp_path):
+    out = run_job(spec(tiny_model, tmp_path / "ki67.ome.zarr"))
+    group = zarr.open_group(str(out), mode="r")
+    assert group["0"].shape == (3, 550, 700)  # 1 um/px on a 0.499 um/px slide
+    assert group.attrs["napari_mupd"]["complete"]
+    assert group.attrs["napari_mupd"]["job"]["target"] == "IHC:Ki67"
+    scale = group.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]
+    assert scale["scale"][1:] == pytest.approx([0.998, 0.998], rel=1e-3)
+
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    nodes = list(Reader(parse_url(str(out)))())
+    assert nodes[0].data[0].shape == (3, 550, 700) and len(nodes[0].data) >= 2
+
+    from napari_ome_zarr import napari_get_reader
+
+    layers = napari_get_reader(str(out))(str(out))
+    assert layers[0][0][0].shape == (3, 550, 700)
+
+    with open_slide(out) as reread:  # and our own reader
+        assert reread.level_info[0].shape == (550, 700)
+        assert reread.mpp == pytest.approx((0.998, 0.998), rel=1e-3)
+
+
+def test_killed_job_resumes_to_the_same_result(tiny_model, tmp_path):
+    reference = run_job(spec(tiny_model, tmp_path / "straight.ome.zarr"))
+    out = tmp_path / "resumed.ome.zarr"
+    cmd = [
+        sys.executable,
+        "-m",
+        "napari_mupd.cli",
+        "stain",
+        str(CMU1),
+        "--model",
+        tiny_model,
+        "--target",
+        "IHC:Ki67",
+        "--roi",
+        "0,0,1400,1100",
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+    ]
+    process = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done = [p for p in (out / DONE).glob("*_*") if not p.name.endswith(".tmp")]
+        if done or process.poll() is not None:
+            break
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # the client and its dask workers
+    process.wait()
+    finished = len([p for p in (out / DONE).glob("*_*") if not p.name.endswith(".tmp")])
+    assert 1 <= finished < 4, "the job should have been killed halfway"
+    assert (
+        main(
+            [
+                "stain",
+                str(CMU1),
+                "--model",
+                tiny_model,
+                "--target",
+                "IHC:Ki67",
+                "--roi",
+                "0,0,1400,1100",
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    a = zarr.open_group(str(reference), mode="r")
+    b = zarr.open_group(str(out), mode="r")
+    for level in a.array_keys():
+        np.testing.assert_array_equal(np.asarray(a[level][:]), np.asarray(b[level][:]))
+
+
+def test_two_workers_give_the_same_pixels(tiny_model, tmp_path):
+    one = run_job(spec(tiny_model, tmp_path / "one.ome.zarr"))
+    two = run_job(spec(tiny_model, tmp_path / "two.ome.zarr"), workers=2)
+    np.testing.assert_array_equal(
+        zarr.open_group(str(one))["0"][:], zarr.open_group(str(two))["0"][:]
+    )
+
+
+def test_ome_tiff_output_opens_in_tifffile_and_openslide(tiny_model, tmp_path):
+    import openslide
+    import tifffile
+
+    out = tmp_path / "ki67.ome.tif"
+    assert (
+        main(
+            [
+                "stain",
+                str(CMU1),
+                "--model",
+                tiny_model,
+                "--target",
+                "IHC:Ki67",
+                "--roi",
+                "0,0,1400,1100",
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    with tifffile.TiffFile(out) as tif:
+        assert tif.is_ome and tif.series[0].shape == (550, 700, 3)
+        assert len(tif.series[0].levels) >= 2
+    assert openslide.OpenSlide(str(out)).dimensions == (700, 550)
+    assert not (tmp_path / "ki67.ome.tif.partial.ome.zarr").exists()
+
+
+def test_flat_png_output(tiny_model, tmp_path):
+    out = tmp_path / "ki67.png"
+    assert (
+        main(
+            [
+                "stain",
+                str(CMU1),
+                "--model",
+                tiny_model,
+                "--target",
+                "IHC:Ki67",
+                "--roi",
+                "100,100,256,256",
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert Image.open(out).size == (128, 128)
+
+
+def test_job_errors(tiny_model, tmp_path, capsys):
+    with pytest.raises(RegionError, match="outside"):
+        run_job(spec(tiny_model, tmp_path / "a.ome.zarr", region=(9000, 9000, 100, 100)))
+    with pytest.raises(ConditionError, match="known IHC markers"):
+        run_job(spec(tiny_model, tmp_path / "b.ome.zarr", target="IHC:HER2"))
+    blank = tmp_path / "glass.png"
+    Image.fromarray(np.full((600, 600, 3), 245, np.uint8)).save(blank)
+    with pytest.raises(JobError, match="no tissue"):
+        run_job(spec(tiny_model, tmp_path / "c.ome.zarr", slide=str(blank), region=None))
+    run_job(spec(tiny_model, tmp_path / "d.ome.zarr"))
+    with pytest.raises(JobError, match="another job"):
+        run_job(spec(tiny_model, tmp_path / "d.ome.zarr", seed=9))
+    assert (
+        main(
+            [
+                "stain",
+                str(CMU1),
+                "--model",
+                tiny_model,
+                "--target",
+                "IHC:Ki67",
+                "--out",
+                str(tmp_path / "x.jpg"),
+            ]
+        )
+        == 1
+    )
+    assert "cannot tell the format" in capsys.readouterr().err
