@@ -33,11 +33,19 @@ def test_info_bad_file_exits_nonzero_with_message(tmp_path, capsys):
     assert "x.svs" in capsys.readouterr().err
 
 
-def test_demo_writes_preview(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--size", "256"]) == 0
-    preview = Image.open(tmp_path / "preview.png")
-    assert max(preview.size) == 256
-    assert "aperio" in capsys.readouterr().out
+def test_demo_stains_the_sample_and_writes_a_preview(tmp_path, capsys):
+    from napari_mupd.model import MuPDConfig, MuPDPipeline
+
+    model = tmp_path / "tiny"
+    MuPDPipeline.from_config(MuPDConfig.tiny()).save_pretrained(model)
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--size", "256", "--steps", "2", "--model", str(model)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "aperio" in printed and "preview.png" in printed
+    width, height = Image.open(out / "preview.png").size
+    assert width == 2 * height and abs(height - 256) <= 1  # H&E | virtual Ki67 at ~0.5 um/px
+    assert (out / "IHC-Ki67.ome.zarr" / ".zattrs").exists()
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anndata
 import numpy as np
 import pandas as pd
@@ -134,3 +136,18 @@ def test_config_errors(tmp_path):
         TrainConfig.from_dict(
             {"out_dir": "x", "tasks": [{"name": "t", "kind": "dance", "data": []}]}
         )
+
+
+def test_train_vae_writes_a_loadable_vae(tmp_path):
+    from napari_mupd.train.trainer import build_pipeline
+    from napari_mupd.train.vae import train_vae
+
+    cfg = config(tmp_path, vae_training={"steps": 3, "batch_size": 2})
+    folder = train_vae(cfg)
+    assert (folder / "vae.safetensors").exists()
+    scaling = json.loads((folder / "config.json").read_text())["scaling_factor"]
+    assert scaling > 0 and scaling != 1.0
+    cfg.vae = str(folder)
+    pipe = build_pipeline(cfg)
+    assert pipe.vae.config.scaling_factor == pytest.approx(scaling)
+    assert pipe.config.vae["scaling_factor"] == pytest.approx(scaling)

@@ -61,18 +61,85 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_region(slide: Slide, size: int) -> tuple[int, int, int, int]:
+    """A ``size`` x ``size`` level-0 box with the most tissue (x, y, w, h)."""
+    from napari_mupd.engine.tissue import slide_tissue_mask, tissue_fraction
+
+    mask, scale = slide_tissue_mask(slide, max_size=512)
+    w, h = slide.dimensions
+    step = max(1, size // 4)
+    boxes = [
+        (x, y, size, size)
+        for y in range(0, max(1, h - size), step)
+        for x in range(0, max(1, w - size), step)
+    ]
+    return max(boxes, key=lambda b: tissue_fraction(mask, scale, b))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """``mupd demo``: open the bundled sample slide and write a preview PNG."""
+    """``mupd demo``: virtually stain a region of the bundled slide with the bundled model."""
+    import numpy as np
     from PIL import Image
+
+    from napari_mupd.engine.models import PipelineTileModel
+    from napari_mupd.engine.region import Region, stain_region
+    from napari_mupd.engine.writers import write_ome_zarr
+    from napari_mupd.model import MuPDPipeline
+    from napari_mupd.resources import resolve_model
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    pipe = MuPDPipeline.from_pretrained(resolve_model(args.model), device=args.device)
+    model = PipelineTileModel(pipe, args.target, steps=args.steps)
     with open_slide(sample_slide_path()) as slide:
         print(format_summary(slide_summary(slide)))
-        preview = out / "preview.png"
-        Image.fromarray(slide.thumbnail(args.size)).save(preview)
-    print(f"\npreview written to {preview.resolve()}")
+        region = Region(*demo_region(slide, args.size))
+        print(
+            f"\nstaining {model.target} on x={region.x} y={region.y} "
+            f"{region.width}x{region.height} px with {pipe.config.name} on {pipe.device} ..."
+        )
+        result = stain_region(slide, region, model, seed=args.seed)
+        h, w = result.image.shape[:2]
+        source = slide.read_region((region.x, region.y), 0, (region.width, region.height))
+    zarr_path = out / f"{model.target.replace(':', '-')}.ome.zarr"
+    write_ome_zarr(
+        zarr_path,
+        result.image,
+        result.channels,
+        scale=result.scale,
+        translate=result.translate,
+        units=result.units,
+        attrs=result.metadata,
+    )
+    he = np.asarray(Image.fromarray(source).resize((w, h), Image.Resampling.BOX))
+    preview = out / "preview.png"
+    Image.fromarray(np.concatenate([he, result.rgb_uint8()], axis=1)).save(preview)
+    print(f"done in {result.metadata['seconds']:.1f} s")
+    print(f"virtual stain: {zarr_path.resolve()}")
+    print(f"side by side:  {preview.resolve()} (H&E | virtual {model.target})")
+    if args.view:
+        _view(result, zarr_path)
     return 0
+
+
+def _view(result, zarr_path: Path) -> None:
+    import napari
+
+    from napari_mupd._reader import read_slide
+
+    viewer = napari.Viewer()
+    data, kwargs, _ = read_slide(str(sample_slide_path()))[0]
+    viewer.add_image(data, **kwargs)
+    viewer.add_image(
+        result.rgb_uint8(),
+        rgb=True,
+        scale=result.scale,
+        translate=result.translate,
+        name=f"virtual {result.metadata['target']}",
+        metadata=result.metadata,
+        opacity=0.8,
+    )
+    napari.run()
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -82,7 +149,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
     info.set_defaults(func=cmd_info)
 
-    demo = sub.add_parser("demo", help="run the main job on the bundled sample slide")
+    demo = sub.add_parser("demo", help="virtually stain the bundled sample with the bundled model")
     demo.add_argument("--out", default="mupd-demo", help="output folder (default: mupd-demo)")
-    demo.add_argument("--size", type=int, default=1024, help="longer side of the preview")
+    demo.add_argument("--target", default="IHC:Ki67", help="a staining target of the model")
+    demo.add_argument("--size", type=int, default=512, help="side of the region, level-0 px")
+    demo.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--model", help="checkpoint folder (default: the bundled one)")
+    demo.add_argument("--device", help="cpu, cuda, mps (default: auto)")
+    demo.add_argument("--view", action="store_true", help="open the result in napari")
     demo.set_defaults(func=cmd_demo)

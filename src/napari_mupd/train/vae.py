@@ -93,7 +93,7 @@ def train_vae(config: TrainConfig, *, log: Callable[[int, float], None] | None =
                 if log is not None:
                     log(step, float(l1))
     vae.eval()
-    sample = _batch(datasets, 64, np.random.default_rng([config.seed, -1]))
+    sample = _batch(datasets, 64, np.random.default_rng([config.seed, settings["steps"]]))
     vae.register_to_config(scaling_factor=fit_scaling_factor(vae, sample))
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, out / "vae.safetensors")
     (out / "config.json").write_text(json.dumps(dict(vae.config), indent=2, default=list))
