@@ -47,7 +47,7 @@ def spec(tiny_model, out, **kw) -> JobSpec:
 def test_job_writes_an_ome_zarr_that_peers_read(tiny_model, tmp_path):
     out = run_job(spec(tiny_model, tmp_path / "ki67.ome.zarr"))
     group = zarr.open_group(str(out), mode="r")
-    assert group["0"].shape == (3, 550, 700)  # 1 um/px on a 0.499 um/px slide
+    assert group["0"].shape == (3, 549, 699)  # 1 um/px on a 0.499 um/px slide
     assert group.attrs["napari_mupd"]["complete"]
     assert group.attrs["napari_mupd"]["job"]["target"] == "IHC:Ki67"
     scale = group.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]
@@ -57,15 +57,15 @@ def test_job_writes_an_ome_zarr_that_peers_read(tiny_model, tmp_path):
     from ome_zarr.reader import Reader
 
     nodes = list(Reader(parse_url(str(out)))())
-    assert nodes[0].data[0].shape == (3, 550, 700) and len(nodes[0].data) >= 2
+    assert nodes[0].data[0].shape == (3, 549, 699) and len(nodes[0].data) >= 2
 
     from napari_ome_zarr import napari_get_reader
 
     layers = napari_get_reader(str(out))(str(out))
-    assert layers[0][0][0].shape == (3, 550, 700)
+    assert layers[0][0][0].shape == (3, 549, 699)
 
     with open_slide(out) as reread:  # and our own reader
-        assert reread.level_info[0].shape == (550, 700)
+        assert reread.level_info[0].shape == (549, 699)
         assert reread.mpp == pytest.approx((0.998, 0.998), rel=1e-3)
 
 
@@ -160,9 +160,9 @@ def test_ome_tiff_output_opens_in_tifffile_and_openslide(tiny_model, tmp_path):
         == 0
     )
     with tifffile.TiffFile(out) as tif:
-        assert tif.is_ome and tif.series[0].shape == (550, 700, 3)
+        assert tif.is_ome and tif.series[0].shape == (549, 699, 3)
         assert len(tif.series[0].levels) >= 2
-    assert openslide.OpenSlide(str(out)).dimensions == (700, 550)
+    assert openslide.OpenSlide(str(out)).dimensions == (699, 549)
     assert not (tmp_path / "ki67.ome.tif.partial.ome.zarr").exists()
 
 
