@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -134,3 +135,27 @@ def test_generate_errors(tiny_model, tmp_path, capsys):
         == 1
     )
     assert "known IHC markers: Ki67" in capsys.readouterr().err
+
+
+def test_generate_offline_with_the_bundled_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert (
+        main(
+            [
+                "generate",
+                "--text",
+                "H&E, human skin",
+                "--n",
+                "2",
+                "--steps",
+                "4",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["model"] == "mupd-demo"
+    tile = np.asarray(Image.open(tmp_path / "tile_0000.png"))
+    assert tile.shape == (128, 128, 3) and tile.std() > 5  # an image, not a flat colour
