@@ -202,7 +202,7 @@ def test_tiff_resolution_tags_give_mpp(tmp_path):
 
 
 def test_summary_json_round_trip(generated):
-    from napari_mupd.cli import slide_summary
+    from napari_mupd.cli.slides import slide_summary
 
     with open_slide(generated["svs"]) as slide:
         summary = json.loads(json.dumps(slide_summary(slide)))
