@@ -1,4 +1,4 @@
-"""Files shipped inside the package (found without ``../shared`` or the network)."""
+"""Files shipped inside the package, found without the network or any data outside it."""
 
 from __future__ import annotations
 
