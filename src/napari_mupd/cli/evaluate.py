@@ -86,7 +86,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model = Path(args.model) if args.model else config.path(config.out_dir) / "final"
         pipe = MuPDPipeline.from_pretrained(model, device=args.device)
         tables = evaluate_checkpoint(
-            pipe, config, steps=args.steps, seed=args.seed, regression_steps=args.regression_steps
+            pipe,
+            config,
+            steps=args.steps,
+            seed=args.seed,
+            regression_steps=args.regression_steps,
+            regression_params=args.regression_params,
         )
         if args.few_shot:
             from napari_mupd.eval.fewshot import few_shot_experiment
@@ -128,6 +133,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=300,
         help="training steps of the U-Net regression baseline",
+    )
+    ev.add_argument(
+        "--regression-params",
+        type=int,
+        help="parameters of the U-Net baseline (default: as many as the transformer)",
     )
     ev.add_argument(
         "--few-shot",

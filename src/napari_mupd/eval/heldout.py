@@ -81,8 +81,12 @@ def evaluate_stain(
     seed: int,
     regression_steps: int,
     log: Log,
+    regression_params: int | None = None,
 ) -> pd.DataFrame | None:
-    """MuPD virtual stains of the test H&E tiles against the baselines."""
+    """MuPD virtual stains of the test H&E tiles against the baselines.
+
+    The U-Net has as many parameters as the transformer unless ``regression_params``.
+    """
     size = pipe.config.resolution
     test = _samples(split_datasets(task, config, size, "test"))
     if not test:
@@ -103,7 +107,7 @@ def evaluate_stain(
     methods["nearest neighbour"] = list(
         NearestNeighbourBaseline().fit(train_src, train_tgt).predict(sources)
     )
-    params = sum(p.numel() for p in pipe.transformer.parameters())
+    params = regression_params or sum(p.numel() for p in pipe.transformer.parameters())
     regression = RegressionBaseline(params=params, crop=min(size, 128), lr=5e-3)
     regression.fit(train_src, train_tgt, steps=regression_steps, seed=seed)
     methods[f"U-Net regression ({regression.num_parameters / 1e6:.1f} M)"] = list(
@@ -159,6 +163,7 @@ def evaluate_checkpoint(
     steps: int | None = None,
     seed: int = 0,
     regression_steps: int = 300,
+    regression_params: int | None = None,
     log: Log = print,
 ) -> dict[str, pd.DataFrame]:
     """Every held-out task of ``config``: {task name: metrics table}."""
@@ -172,6 +177,7 @@ def evaluate_checkpoint(
                 steps=steps,
                 seed=seed,
                 regression_steps=regression_steps,
+                regression_params=regression_params,
                 log=log,
             )
         elif task.kind in ("text", "rna"):
