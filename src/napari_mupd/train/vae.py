@@ -84,14 +84,14 @@ def train_vae(config: TrainConfig, *, log: Callable[[int, float], None] | None =
                 writer.writerow(
                     [
                         step,
-                        f"{float(l1):.5f}",
-                        f"{float(kl):.1f}",
+                        f"{l1.item():.5f}",
+                        f"{kl.item():.1f}",
                         f"{time.perf_counter() - start:.1f}",
                     ]
                 )
                 fh.flush()
                 if log is not None:
-                    log(step, float(l1))
+                    log(step, l1.item())
     vae.eval()
     sample = _batch(datasets, 64, np.random.default_rng([config.seed, settings["steps"]]))
     vae.register_to_config(scaling_factor=fit_scaling_factor(vae, sample))
