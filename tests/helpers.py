@@ -80,3 +80,22 @@ def write_ome_subifds(path: Path, image: np.ndarray, levels: int = 3, mpp: float
                   photometric="rgb", metadata=meta)  # fmt: skip
         for level in data[1:]:
             tif.write(level, subfiletype=1, tile=(128, 128), compression="zlib", photometric="rgb")
+
+
+SECTIONS = SHARED_DATA / "serial_sections" / "mouse_lung_lesion3"
+LANDMARKS = SECTIONS / "landmarks_50pc" / "user-PS_scale-50pc"
+BRAIN = SHARED_DATA / "spatial" / "squidpy_mouse_brain"
+
+
+def serial_sections(marker: str = "Ki67-7", target: str = "IHC:Ki67", **extra) -> dict:
+    """A ``serial_sections`` dataset entry: the lung-lesion H&E and one IHC section."""
+    name = "29-041-Izd2-w35-{}-les3"
+    args = {
+        "fixed_image": str(shared(SECTIONS / f"{name.format('He')}.jpg")),
+        "moving_image": str(SECTIONS / f"{name.format(marker)}.jpg"),
+        "fixed_landmarks": str(LANDMARKS / f"{name.format('He')}.csv"),
+        "moving_landmarks": str(LANDMARKS / f"{name.format(marker)}.csv"),
+        "target": target,
+        "landmark_scale": 0.1,
+    }
+    return {"serial_sections": {**args, **extra}}

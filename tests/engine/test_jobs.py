@@ -44,6 +44,24 @@ def spec(tiny_model, out, **kw) -> JobSpec:
     return JobSpec(**{**base, **kw})
 
 
+def stain_args(model: str, roi: str, out) -> list[str]:
+    """``mupd stain`` arguments for the tiny model on CMU-1."""
+    return [
+        "stain",
+        str(CMU1),
+        "--model",
+        model,
+        "--target",
+        "IHC:Ki67",
+        "--roi",
+        roi,
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+    ]
+
+
 def test_job_writes_an_ome_zarr_that_peers_read(tiny_model, tmp_path):
     out = run_job(spec(tiny_model, tmp_path / "ki67.ome.zarr"))
     group = zarr.open_group(str(out), mode="r")
@@ -72,23 +90,7 @@ def test_job_writes_an_ome_zarr_that_peers_read(tiny_model, tmp_path):
 def test_killed_job_resumes_to_the_same_result(tiny_model, tmp_path):
     reference = run_job(spec(tiny_model, tmp_path / "straight.ome.zarr"))
     out = tmp_path / "resumed.ome.zarr"
-    cmd = [
-        sys.executable,
-        "-m",
-        "napari_mupd.cli",
-        "stain",
-        str(CMU1),
-        "--model",
-        tiny_model,
-        "--target",
-        "IHC:Ki67",
-        "--roi",
-        "0,0,1400,1100",
-        "--steps",
-        "2",
-        "--out",
-        str(out),
-    ]
+    cmd = [sys.executable, "-m", "napari_mupd.cli", *stain_args(tiny_model, "0,0,1400,1100", out)]
     process = subprocess.Popen(
         cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -102,25 +104,7 @@ def test_killed_job_resumes_to_the_same_result(tiny_model, tmp_path):
     process.wait()
     finished = len([p for p in (out / DONE).glob("*_*") if not p.name.endswith(".tmp")])
     assert 1 <= finished < 4, "the job should have been killed halfway"
-    assert (
-        main(
-            [
-                "stain",
-                str(CMU1),
-                "--model",
-                tiny_model,
-                "--target",
-                "IHC:Ki67",
-                "--roi",
-                "0,0,1400,1100",
-                "--steps",
-                "2",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(stain_args(tiny_model, "0,0,1400,1100", out)) == 0
     a = zarr.open_group(str(reference), mode="r")
     b = zarr.open_group(str(out), mode="r")
     for level in a.array_keys():
@@ -142,25 +126,7 @@ def test_ome_tiff_output_opens_in_tifffile_and_openslide(tiny_model, tmp_path):
     import tifffile
 
     out = tmp_path / "ki67.ome.tif"
-    assert (
-        main(
-            [
-                "stain",
-                str(CMU1),
-                "--model",
-                tiny_model,
-                "--target",
-                "IHC:Ki67",
-                "--roi",
-                "0,0,1400,1100",
-                "--steps",
-                "2",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(stain_args(tiny_model, "0,0,1400,1100", out)) == 0
     with tifffile.TiffFile(out) as tif:
         assert tif.is_ome and tif.series[0].shape == (549, 699, 3)
         assert len(tif.series[0].levels) >= 2
@@ -170,25 +136,7 @@ def test_ome_tiff_output_opens_in_tifffile_and_openslide(tiny_model, tmp_path):
 
 def test_flat_png_output(tiny_model, tmp_path):
     out = tmp_path / "ki67.png"
-    assert (
-        main(
-            [
-                "stain",
-                str(CMU1),
-                "--model",
-                tiny_model,
-                "--target",
-                "IHC:Ki67",
-                "--roi",
-                "100,100,256,256",
-                "--steps",
-                "2",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(stain_args(tiny_model, "100,100,256,256", out)) == 0
     assert Image.open(out).size == (128, 128)
 
 

@@ -7,15 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import SHARED_DATA, shared
+from helpers import BRAIN, SHARED_DATA, serial_sections, shared
 from napari_mupd.cli import main
 from napari_mupd.eval.heldout import evaluate_checkpoint, split_datasets
 from napari_mupd.model import MuPDConfig, MuPDPipeline
 from napari_mupd.train.config import TrainConfig
-
-SECTIONS = SHARED_DATA / "serial_sections" / "mouse_lung_lesion3"
-PS = SECTIONS / "landmarks_50pc" / "user-PS_scale-50pc"
-BRAIN = SHARED_DATA / "spatial" / "squidpy_mouse_brain"
 
 
 def test_eval_folders_identical_tiles_score_perfectly(tmp_path, capsys):
@@ -79,19 +75,7 @@ def heldout_config(tmp_path) -> TrainConfig:
                 {
                     "name": "ki67",
                     "kind": "stain",
-                    "data": [
-                        {
-                            "serial_sections": {
-                                "fixed_image": str(SECTIONS / "29-041-Izd2-w35-He-les3.jpg"),
-                                "moving_image": str(SECTIONS / "29-041-Izd2-w35-Ki67-7-les3.jpg"),
-                                "fixed_landmarks": str(PS / "29-041-Izd2-w35-He-les3.csv"),
-                                "moving_landmarks": str(PS / "29-041-Izd2-w35-Ki67-7-les3.csv"),
-                                "target": "IHC:Ki67",
-                                "landmark_scale": 0.1,
-                                "holdout": 0.25,
-                            }
-                        }
-                    ],
+                    "data": [serial_sections(holdout=0.25)],
                 },
                 {
                     "name": "spots",

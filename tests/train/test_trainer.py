@@ -11,14 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import SHARED_DATA, shared
+from helpers import BRAIN, SHARED_DATA, serial_sections, shared
 from napari_mupd.model import MuPDPipeline
 from napari_mupd.train.config import ConfigError, TrainConfig
 from napari_mupd.train.trainer import Trainer
-
-SECTIONS = SHARED_DATA / "serial_sections" / "mouse_lung_lesion3"
-PS = SECTIONS / "landmarks_50pc" / "user-PS_scale-50pc"
-BRAIN = SHARED_DATA / "spatial" / "squidpy_mouse_brain"
 
 
 def config(tmp_path, steps: int = 4, **overrides) -> TrainConfig:
@@ -46,18 +42,7 @@ def config(tmp_path, steps: int = 4, **overrides) -> TrainConfig:
             {
                 "name": "ki67",
                 "kind": "stain",
-                "data": [
-                    {
-                        "serial_sections": {
-                            "fixed_image": str(SECTIONS / "29-041-Izd2-w35-He-les3.jpg"),
-                            "moving_image": str(SECTIONS / "29-041-Izd2-w35-Ki67-7-les3.jpg"),
-                            "fixed_landmarks": str(PS / "29-041-Izd2-w35-He-les3.csv"),
-                            "moving_landmarks": str(PS / "29-041-Izd2-w35-Ki67-7-les3.csv"),
-                            "target": "IHC:Ki67",
-                            "landmark_scale": 0.1,
-                        }
-                    }
-                ],
+                "data": [serial_sections()],
             },
             {
                 "name": "caption",
