@@ -99,3 +99,9 @@ def serial_sections(marker: str = "Ki67-7", target: str = "IHC:Ki67", **extra) -
         "landmark_scale": 0.1,
     }
     return {"serial_sections": {**args, **extra}}
+
+
+def brain_spots(**extra) -> dict:
+    """An ``h5ad_spots`` dataset entry: the squidpy mouse-brain Visium spots."""
+    args = {"h5ad": str(shared(BRAIN / "test_data.h5ad")), "image": str(BRAIN / "test_img.jpg")}
+    return {"h5ad_spots": {**args, **extra}}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import BRAIN, SHARED_DATA, serial_sections, shared
+from helpers import BRAIN, SHARED_DATA, brain_spots, serial_sections, shared
 from napari_mupd.cli import main
 from napari_mupd.eval.heldout import evaluate_checkpoint, split_datasets
 from napari_mupd.model import MuPDConfig, MuPDPipeline
@@ -80,15 +80,7 @@ def heldout_config(tmp_path) -> TrainConfig:
                 {
                     "name": "spots",
                     "kind": "rna",
-                    "data": [
-                        {
-                            "h5ad_spots": {
-                                "h5ad": str(BRAIN / "test_data.h5ad"),
-                                "image": str(BRAIN / "test_img.jpg"),
-                                "holdout": 0.3,
-                            }
-                        }
-                    ],
+                    "data": [brain_spots(holdout=0.3)],
                 },
             ],
         },

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import BRAIN, SHARED_DATA, serial_sections, shared
+from helpers import BRAIN, SHARED_DATA, brain_spots, serial_sections, shared
 from napari_mupd.model import MuPDPipeline
 from napari_mupd.train.config import ConfigError, TrainConfig
 from napari_mupd.train.trainer import Trainer
@@ -52,14 +52,7 @@ def config(tmp_path, steps: int = 4, **overrides) -> TrainConfig:
             {
                 "name": "spots",
                 "kind": "rna",
-                "data": [
-                    {
-                        "h5ad_spots": {
-                            "h5ad": str(BRAIN / "test_data.h5ad"),
-                            "image": str(BRAIN / "test_img.jpg"),
-                        }
-                    }
-                ],
+                "data": [brain_spots()],
             },
             {
                 "name": "reference",

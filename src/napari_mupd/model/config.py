@@ -35,49 +35,51 @@ DEFAULT_TEXT_VOCAB: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def _tiny_vae(in_channels: int, latent_channels: int) -> dict[str, Any]:
-    return {
+def _vae(
+    in_channels: int,
+    latent_channels: int,
+    widths: list[int],
+    groups: int,
+    layers: int = 1,
+    scaling_factor: float = 1.0,
+    mid_attention: bool = False,
+) -> dict[str, Any]:
+    """An AutoencoderKL config with four 2x stages (8x downsampling)."""
+    out: dict[str, Any] = {
         "in_channels": in_channels,
         "out_channels": in_channels,
         "latent_channels": latent_channels,
         "down_block_types": ["DownEncoderBlock2D"] * 4,
         "up_block_types": ["UpDecoderBlock2D"] * 4,
-        "block_out_channels": [8, 8, 16, 16],
-        "layers_per_block": 1,
-        "norm_num_groups": 4,
-        "mid_block_add_attention": False,
-        "scaling_factor": 1.0,
+        "block_out_channels": widths,
+        "layers_per_block": layers,
+        "norm_num_groups": groups,
+        "scaling_factor": scaling_factor,
     }
+    if not mid_attention:
+        out["mid_block_add_attention"] = False
+    return out
+
+
+def _tiny_vae(in_channels: int, latent_channels: int) -> dict[str, Any]:
+    return _vae(in_channels, latent_channels, [8, 8, 16, 16], groups=4)
 
 
 def _small_vae(in_channels: int, latent_channels: int) -> dict[str, Any]:
-    return {
-        "in_channels": in_channels,
-        "out_channels": in_channels,
-        "latent_channels": latent_channels,
-        "down_block_types": ["DownEncoderBlock2D"] * 4,
-        "up_block_types": ["UpDecoderBlock2D"] * 4,
-        "block_out_channels": [16, 32, 64, 64],
-        "layers_per_block": 1,
-        "norm_num_groups": 16,
-        "mid_block_add_attention": False,
-        "scaling_factor": 1.0,
-    }
+    return _vae(in_channels, latent_channels, [16, 32, 64, 64], groups=16)
 
 
 def _sd_vae(in_channels: int, latent_channels: int) -> dict[str, Any]:
     """The Stable Diffusion VAE layout (83 M parameters for RGB)."""
-    return {
-        "in_channels": in_channels,
-        "out_channels": in_channels,
-        "latent_channels": latent_channels,
-        "down_block_types": ["DownEncoderBlock2D"] * 4,
-        "up_block_types": ["UpDecoderBlock2D"] * 4,
-        "block_out_channels": [128, 256, 512, 512],
-        "layers_per_block": 2,
-        "norm_num_groups": 32,
-        "scaling_factor": 0.18215,
-    }
+    return _vae(
+        in_channels,
+        latent_channels,
+        [128, 256, 512, 512],
+        groups=32,
+        layers=2,
+        scaling_factor=0.18215,
+        mid_attention=True,
+    )
 
 
 @dataclass(frozen=True)
