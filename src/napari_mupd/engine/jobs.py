@@ -8,10 +8,13 @@ marker: a job killed at any point resumes to the same result as an uninterrupted
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
+import sys
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +106,10 @@ def stain_chunk(spec: JobSpec, window: tuple[int, int, int, int]) -> tuple[int, 
     """Stain one window of the output, write it and mark it done (a dask task)."""
     import zarr
 
+    if "threads" in _WORKER:  # torch's OpenMP thread count is per calling thread
+        import torch
+
+        torch.set_num_threads(_WORKER["threads"])
     slide, grid, model, tissue = _context(spec)
     mean, std = stain_grid(
         slide,
@@ -179,9 +186,14 @@ def run_job(
     workers: int = 1,
     scheduler: str | None = None,
     overwrite: bool = False,
+    threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Stain a slide (or ``spec.region``) into ``spec.out``; resumes an interrupted run."""
+    """Stain a slide (or ``spec.region``) into ``spec.out``; resumes an interrupted run.
+
+    Each worker runs torch on ``threads`` threads; by default the workers on one host
+    share its cores evenly.
+    """
     from dask.distributed import Client, LocalCluster, as_completed
 
     grid, windows, channels = plan(spec)
@@ -202,7 +214,7 @@ def run_job(
             )
         with Client(scheduler or cluster) as client:
             try:
-                client.run(_limit_threads, max(1, (os.cpu_count() or 1) // max(workers, 1)))
+                _share_cores(client, threads)
                 futures = client.map(stain_chunk, [spec] * len(todo), todo, pure=False)
                 finished = len(windows) - len(todo)
                 for future in as_completed(futures):
@@ -223,7 +235,31 @@ def run_job(
     return Path(spec.out)
 
 
-def _limit_threads(n: int) -> None:
-    import torch
+def _share_cores(client: Any, threads: int | None) -> None:
+    """Give each worker ``threads`` torch threads, or its host's cores / workers there."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    per_host = Counter(info["host"] for info in workers.values())
+    for address, info in workers.items():
+        client.run(_prepare_worker, threads, per_host[info["host"]], workers=[address])
 
-    torch.set_num_threads(n)
+
+def _prepare_worker(threads: int | None, workers_on_host: int) -> None:
+    """Set the worker's torch threads and undo dask's malloc tuning for torch.
+
+    dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also turns
+    off glibc's dynamic mmap threshold: every tensor over 128 KiB is then a fresh mmap
+    and a storm of page faults, and the model runs at half speed (benchmarks/
+    bench_engine.py measured 1.05 M page faults and 2.2 s of system time per chunk).
+    """
+    _WORKER["threads"] = threads or max(1, (os.cpu_count() or 1) // workers_on_host)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+        except OSError:  # not glibc
+            return
+        libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+
+
+_WORKER: dict[str, int] = {}
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters

@@ -153,6 +153,20 @@ class StainResult:
         return (np.clip(np.nan_to_num(self.image, nan=1.0), 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+def window_tiles(
+    shape: tuple[int, int],
+    tile: int,
+    overlap: int,
+    window: tuple[int, int, int, int],
+    tissue: Callable[[int, int, int], bool] | None = None,
+) -> list[tuple[int, int]]:
+    """Top-left corners of the grid's tiles that touch ``window`` (and have tissue)."""
+    y0, x0, y1, x1 = window
+    ys = [y for y in tile_starts(shape[0], tile, overlap, 8) if y < y1 and y + tile > y0]
+    xs = [x for x in tile_starts(shape[1], tile, overlap, 8) if x < x1 and x + tile > x0]
+    return [(y, x) for y in ys for x in xs if tissue is None or tissue(y, x, tile)]
+
+
 def stain_grid(
     slide: Slide,
     grid: Grid,
@@ -179,9 +193,7 @@ def stain_grid(
     height, width = grid.shape
     y0, x0, y1, x1 = window or (0, 0, height, width)
     ys_all, xs_all = tile_starts(height, t, overlap, 8), tile_starts(width, t, overlap, 8)
-    ys = [y for y in ys_all if y < y1 and y + t > y0]
-    xs = [x for x in xs_all if x < x1 and x + t > x0]
-    boxes = [(y, x) for y in ys for x in xs if tissue is None or tissue(y, x, t)]
+    boxes = window_tiles(grid.shape, t, overlap, (y0, x0, y1, x1), tissue)
     fill = 1.0 if model.channels == ("R", "G", "B") else 0.0
     c = len(model.channels)
     mean = np.full((y1 - y0, x1 - x0, c), fill, np.float32)

@@ -6,6 +6,7 @@ import math
 import os
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -53,8 +54,27 @@ class Slide:
     ) -> None:
         self.path = Path(path).expanduser().resolve()
         self._options = {"series": series, "backend": backend}
-        self._backend = _open_backend(self.path, series, backend)
-        info = self._backend.info
+        self._attach(_open_backend(self.path, series, backend))
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: Sequence[Any], *, mpp: tuple[float, float] | None = None, name: str = "array"
+    ) -> Slide:
+        """A slide over in-memory levels (numpy or dask, finest first), e.g. a layer's data.
+
+        It reads like a file-backed slide but cannot be pickled into other processes.
+        """
+        from napari_mupd.io._array import ArrayBackend
+
+        slide = cls.__new__(cls)
+        slide.path = Path(name)
+        slide._options = {}
+        slide._attach(ArrayBackend(arrays, mpp))
+        return slide
+
+    def _attach(self, backend: Backend) -> None:
+        self._backend = backend
+        info = backend.info
         self._native_count = len(info.levels)
         self._level_info = _with_derived_levels(info.levels)
         self.mpp: tuple[float, float] | None = info.mpp
@@ -243,6 +263,8 @@ class Slide:
         self.close()
 
     def __reduce__(self):
+        if self.vendor == "array":
+            raise TypeError("a slide over in-memory arrays cannot be pickled")
         return (_reopen, (str(self.path), self._options))
 
 

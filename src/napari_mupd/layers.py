@@ -1,0 +1,151 @@
+"""Between napari layers and the engine (no Qt): slides, regions and result layers.
+
+Coordinates: an image layer's data pixel k is centred at data coordinate k (napari's
+convention), so level-0 pixel corners lie at data coordinates ``k - 0.5``. A region
+drawn on a Shapes layer goes world -> slide data -> level-0 corner coordinates.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_mupd.engine.region import Region, StainResult
+from napari_mupd.errors import RegionError
+from napari_mupd.io import Slide
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image, Shapes
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+#: Colormaps given to multiplex-IF markers, in panel order.
+MARKER_COLORMAPS = ("green", "magenta", "cyan", "yellow", "red", "blue", "bop orange")
+
+
+def layer_slide(layer: Image) -> Slide:
+    """The slide behind an image layer: the reader's own, or one over the layer's data."""
+    slide = layer.metadata.get("slide")
+    if isinstance(slide, Slide) and not slide.closed:
+        return slide
+    levels = list(layer.data) if layer.multiscale else [layer.data]
+    return Slide.from_arrays(levels, mpp=layer_mpp(layer), name=layer.name)
+
+
+def layer_mpp(layer: Image) -> tuple[float, float] | None:
+    """Micrometres per level-0 pixel (y, x): from the reader, or a scale in micrometres."""
+    mpp = layer.metadata.get("mpp")
+    if mpp:
+        return (float(mpp[0]), float(mpp[1]))
+    if all(str(u) in ("micrometer", "micron", "um") for u in layer.units[-2:]):
+        return tuple(float(s) for s in layer.scale[-2:])  # type: ignore[return-value]
+    return None
+
+
+def _to_level0(image: Image, world_yx: np.ndarray) -> np.ndarray:
+    """World (y, x) points -> level-0 pixel-corner (x, y) coordinates of ``image``."""
+    ndim = image.ndim
+    out = []
+    for y, x in world_yx:
+        point = np.zeros(ndim)
+        point[-2:] = (y, x)
+        data = np.asarray(image.world_to_data(point))[-2:]
+        out.append((data[1] + 0.5, data[0] + 0.5))
+    return np.asarray(out)
+
+
+def region_from_shape(shapes: Shapes, index: int, image: Image) -> Region:
+    """The region of shape ``index`` of a Shapes layer, on ``image``'s level 0.
+
+    Axis-aligned rectangles give rectangular regions; every other shape (polygons,
+    ellipses, rotated rectangles) gives its bounding box masked by its outline.
+    """
+    if not 0 <= index < len(shapes.data):
+        raise RegionError(f"{shapes.name!r} has no shape {index} (it has {len(shapes.data)})")
+    vertices = np.asarray(shapes.data[index], float)[:, -2:]
+    world = np.asarray([shapes.data_to_world(np.r_[np.zeros(shapes.ndim - 2), v])[-2:]
+                        for v in vertices])  # fmt: skip
+    xy = _to_level0(image, world)
+    kind = shapes.shape_type[index]
+    if kind in ("line", "path"):
+        raise RegionError(f"shape {index} of {shapes.name!r} is a {kind}; draw an area")
+    if kind == "rectangle":
+        x0, y0 = np.floor(xy.min(axis=0)).astype(int)
+        x1, y1 = np.ceil(xy.max(axis=0)).astype(int)
+        rounded = {(round(x, 6), round(y, 6)) for x, y in xy}
+        xs, ys = {p[0] for p in rounded}, {p[1] for p in rounded}
+        if len(xs) == 2 and len(ys) == 2:
+            return Region(int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+    return Region.from_polygon(xy)
+
+
+def region_from_view(viewer: napari.components.ViewerModel, image: Image) -> Region:
+    """The part of ``image``'s level 0 visible in the viewer's 2-D canvas."""
+    if viewer.dims.ndisplay != 2:
+        raise RegionError("switch the viewer to 2-D to stain the field of view")
+    height, width = viewer.canvas.size
+    zoom = viewer.camera.zoom
+    cy, cx = viewer.camera.center[-2:]
+    half_h, half_w = height / zoom / 2, width / zoom / 2
+    corners = np.array([[cy - half_h, cx - half_w], [cy + half_h, cx + half_w]])
+    (x0, y0), (x1, y1) = _to_level0(image, corners)
+    slide_w, slide_h = (image.level_shapes[0][:2][::-1] if image.multiscale
+                        else image.data.shape[:2][::-1])  # fmt: skip
+    x0, y0 = max(0, int(np.floor(min(x0, x1)))), max(0, int(np.floor(min(y0, y1))))
+    x1, y1 = min(slide_w, int(np.ceil(max(x0, x1)))), min(slide_h, int(np.ceil(max(y0, y1))))
+    if x1 <= x0 or y1 <= y0:
+        raise RegionError(f"{image.name!r} is not in view; pan to the tissue to stain")
+    return Region(x0, y0, x1 - x0, y1 - y0)
+
+
+def _placement(result: StainResult, image: Image) -> dict[str, Any]:
+    """scale/translate/units that lay a result over ``image`` (which may be moved)."""
+    sy, sx = result.scale
+    ty, tx = result.translate
+    base_scale = np.asarray(image.scale[-2:], float)
+    # results are in the slide's physical units when it has a pixel size, else pixels
+    unit = np.asarray(layer_mpp(image) or (1.0, 1.0), float)
+    factor = base_scale / unit
+    offset = np.asarray(image.translate[-2:], float)
+    return {
+        "scale": (sy * factor[0], sx * factor[1]),
+        "translate": (ty * factor[0] + offset[0], tx * factor[1] + offset[1]),
+        "units": tuple(str(u) for u in image.units[-2:]),
+    }
+
+
+def result_layers(result: StainResult, image: Image, target: str) -> list[LayerData]:
+    """Layers for a stain of ``image``: RGB, or one additive layer per marker, plus std."""
+    place = _placement(result, image)
+    meta = {**result.metadata, "source_layer": image.name}
+    label = target.split(":", 1)[-1] if target.startswith("IHC") else target
+    name = f"{image.name} [virtual {label}]"
+    layers: list[LayerData] = []
+    if result.channels == ("R", "G", "B"):
+        layers.append((result.rgb_uint8(), {"name": name, "rgb": True, "metadata": meta, **place},
+                       "image"))  # fmt: skip
+    else:
+        for i, marker in enumerate(result.channels):
+            kwargs = {
+                "name": f"{image.name} [virtual {marker}]",
+                "colormap": MARKER_COLORMAPS[i % len(MARKER_COLORMAPS)],
+                "blending": "additive",
+                "contrast_limits": (0.0, 1.0),
+                "metadata": {**meta, "marker": marker},
+                **place,
+            }
+            layers.append((result.image[..., i], kwargs, "image"))
+    if result.std is not None:
+        std = result.std.mean(axis=-1)
+        kwargs = {
+            "name": f"{name} uncertainty",
+            "colormap": "inferno",
+            "contrast_limits": (0.0, max(float(std.max()), 1e-6)),
+            "metadata": {**meta, "uncertainty": "per-pixel std over samples, mean of channels"},
+            "visible": False,
+            **place,
+        }
+        layers.append((std, kwargs, "image"))
+    return layers

@@ -1,0 +1,51 @@
+"""Loading checkpoints once per process, on a device that exists."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from napari_mupd.errors import MuPDError
+from napari_mupd.model.pipeline import MuPDPipeline
+from napari_mupd.resources import resolve_model
+
+_PIPELINES: dict[tuple[str, float, str], MuPDPipeline] = {}
+_LOCK = threading.Lock()
+
+
+def available_devices() -> list[str]:
+    """'auto', 'cpu' and the accelerators torch can use here ('cuda', 'mps')."""
+    import torch
+
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def check_device(device: str | None) -> str | None:
+    """``device`` as the pipeline takes it (None for auto); a clear error if it is absent."""
+    if device in (None, "", "auto"):
+        return None
+    kind = device.split(":")[0]
+    if kind not in ("cpu", "cuda", "mps"):
+        raise MuPDError(f"unknown device {device!r}; choose auto, cpu, cuda or mps")
+    if kind != "cpu" and kind not in available_devices():
+        raise MuPDError(f"no {kind.upper()} device is available here; choose cpu or auto")
+    return device
+
+
+def load_pipeline(model: str | Path | None = None, device: str | None = None) -> MuPDPipeline:
+    """The checkpoint at ``model`` (default: the bundled one) on ``device``, cached.
+
+    A checkpoint is reloaded when its ``config.json`` changes on disk.
+    """
+    path = resolve_model(str(model) if model else None).resolve()
+    dev = check_device(device)
+    key = (str(path), (path / "config.json").stat().st_mtime, dev or "auto")
+    with _LOCK:
+        if key not in _PIPELINES:
+            _PIPELINES[key] = MuPDPipeline.from_pretrained(path, device=dev)
+        return _PIPELINES[key]

@@ -1,0 +1,1 @@
+"""Dock widgets: thin Qt front ends over the engine, one module each."""
