@@ -1,0 +1,445 @@
+"""Training tiles from a slide: real H&E tiles, their virtual stains and synthetic H&E.
+
+An export folder (``<id>`` is ``<slide>_x<X>_y<Y>``, the tile's level-0 top-left)::
+
+    real/<id>.png         the real H&E tile, resampled to the model's pixel grid
+    ihc-ki67/<id>.png     a virtual stain of that tile (one folder per target)
+    he/<id>.png           synthetic H&E conditioned on text / RNA / the real tile
+    mif-cd3-cd8/<id>.tif  mIF targets: one uint8 plane per marker (C, H, W)
+    rna.csv               the expression profile (gene,value), when one was given
+    captions.csv          path,caption of the synthetic H&E made from a prompt
+    manifest.csv          one row per written file (:data:`COLUMNS`)
+    manifest.json         the same rows, the export's settings and whether it is complete
+
+``PairedTileFolder(out / "real", out / "ihc-ki67", "IHC:Ki67", tile_size)`` reads the
+pairs as they lie, ``CaptionedTiles(out / "captions.csv", tile_size)`` the captioned
+tiles. Files are written to a temporary name and renamed, so a file that exists is
+whole: a rerun with the same settings skips them and finishes the export.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from napari_mupd import __version__
+from napari_mupd.engine.models import Cancel, Cancelled
+from napari_mupd.engine.region import Grid, Progress, Region
+from napari_mupd.engine.tissue import slide_tissue_mask, tissue_fraction
+from napari_mupd.errors import ConditionError, MuPDError
+from napari_mupd.io import Slide
+
+REAL = "real"
+MANIFEST_CSV = "manifest.csv"
+MANIFEST_JSON = "manifest.json"
+RNA_CSV = "rna.csv"
+CAPTIONS_CSV = "captions.csv"
+#: Columns of the manifest, one row per written file.
+COLUMNS = (
+    "id",
+    "kind",  # real, virtual (a stain of the real tile) or synthetic (generated H&E)
+    "target",
+    "path",  # relative to the export folder
+    "source",  # the real tile a virtual or synthetic tile was made from
+    "slide",
+    "x",  # level-0 top-left of the tile
+    "y",
+    "size",  # level-0 pixels the tile covers
+    "mpp",  # micrometres per pixel of the tile (empty when the slide's is unknown)
+    "tile_size",
+    "channels",
+    "seed",
+    "steps",
+    "text",
+    "rna",  # rna.csv when an expression profile conditioned the tile
+    "rna_genes",  # panel genes found in it, e.g. 6/8
+    "model",
+    "model_hash",
+    "napari_mupd_version",
+)
+
+
+#: Tissue masks of open slides, so that reruns and checks do not redo them.
+_MASKS: weakref.WeakKeyDictionary[Slide, tuple[np.ndarray, float]] = weakref.WeakKeyDictionary()
+
+
+class ExportError(MuPDError, ValueError):
+    """An export cannot start: no tissue, bad sizes, or a folder holding another export."""
+
+
+@dataclass(frozen=True)
+class TileSpot:
+    """One tile to export: its place on the grid, on level 0, and its noise seed."""
+
+    id: str
+    gy: int
+    gx: int
+    x: int
+    y: int
+    seed: int
+
+
+def target_slug(target: str) -> str:
+    """Folder name of a target: ``IHC:Ki67`` -> ``ihc-ki67``, ``H&E`` -> ``he``."""
+    return re.sub(r"[^a-z0-9]+", "-", target.replace("&", "").lower()).strip("-")
+
+
+def plan_tiles(
+    slide: Slide,
+    grid: Grid,
+    tile_size: int,
+    *,
+    stride: int | None = None,
+    count: int | None = None,
+    min_tissue: float = 0.5,
+    seed: int = 0,
+) -> list[TileSpot]:
+    """Tiles of ``grid`` with at least ``min_tissue`` tissue (and half inside a polygon).
+
+    Candidates lie ``stride`` grid pixels apart (default: touching); ``count`` picks that
+    many of them at random (fixed by ``seed``). Each keeps the seed ``seed + k``, k its
+    index among the candidates, so the same settings always give the same tiles.
+    """
+    t, stride = tile_size, stride or tile_size
+    if t < 1 or stride < 1:
+        raise ExportError(f"tile size and stride must be positive, got {t} and {stride}")
+    if count is not None and count < 1:
+        raise ExportError(f"count must be at least 1, got {count}")
+    height, width = grid.shape
+    if height < t or width < t:
+        raise ExportError(
+            f"the region ({width}x{height} px at the model's pixel size) is smaller than "
+            f"one {t} px tile"
+        )
+    if slide not in _MASKS:
+        _MASKS[slide] = slide_tissue_mask(slide)
+    mask, scale = _MASKS[slide]
+    polygon = grid.mask()
+    d, r = grid.downsample, grid.region
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", slide.path.stem) or "slide"
+    spots = []
+    for k, (gy, gx) in enumerate(
+        (gy, gx)
+        for gy in range(0, height - t + 1, stride)
+        for gx in range(0, width - t + 1, stride)
+    ):
+        x, y = round(r.x + gx * d), round(r.y + gy * d)
+        if polygon is not None and polygon[gy : gy + t, gx : gx + t].mean() < 0.5:
+            continue
+        if tissue_fraction(mask, scale, (x, y, round(t * d), round(t * d))) >= min_tissue:
+            spots.append(TileSpot(f"{stem}_x{x}_y{y}", gy, gx, x, y, seed + k))
+    if not spots:
+        raise ExportError(
+            f"{slide.path.name}: no {t} px tile in the region has {min_tissue:.0%} tissue; "
+            "choose a region over tissue or lower min_tissue"
+        )
+    if count is not None and count < len(spots):
+        picked = np.random.default_rng(seed).choice(len(spots), count, replace=False)
+        spots = [spots[i] for i in sorted(picked)]
+    return spots
+
+
+def export_tiles(
+    slide: Slide,
+    region: Region | None,
+    pipe: Any,
+    out_dir: str | os.PathLike,
+    *,
+    tile_size: int | None = None,
+    count: int | None = None,
+    stride: int | None = None,
+    targets: Sequence[str] = ("H&E",),
+    text: str | None = None,
+    rna: Any = None,
+    use_reference: bool = True,
+    seed: int = 0,
+    steps: int | None = None,
+    min_tissue: float = 0.5,
+    mpp: float | None = None,
+    progress: Progress | None = None,
+    cancel: Cancel = lambda: False,
+) -> Path:
+    """Export tissue tiles of ``region`` (default: the whole slide) and what ``pipe`` makes.
+
+    For every tile: the real H&E, and per target a virtual stain of it (IHC, mIF) or
+    synthetic H&E (``"H&E"``; conditioned on ``text``, ``rna`` and, with
+    ``use_reference``, the real tile). ``text`` and ``rna`` (one profile: a mapping gene
+    -> value, a Series or a CSV) condition every generated tile. Tiles are ``tile_size``
+    px (default: the model's) at ``mpp`` (default: the model's). Reruns with the same
+    settings skip finished files; :class:`Cancelled` stops within one tile, leaving a
+    manifest of what was written. Returns the path of ``manifest.csv``.
+    """
+    config = pipe.config
+    t = tile_size or config.resolution
+    multiple = 8 * config.patch_size
+    if t % multiple:
+        raise ExportError(f"tile size must be a multiple of {multiple} px, got {t}")
+    if not targets:
+        raise ExportError("choose at least one target (H&E, IHC:<marker> or mIF:<markers>)")
+    specs = [config.resolve_target(target) for target in targets]  # ConditionError if unknown
+    if text is not None and not text.strip():
+        raise ConditionError("text: the prompt is empty; give words or no prompt")
+    profile, report = _profile(rna, config)
+    if region is None:
+        width, height = slide.dimensions
+        region = Region(0, 0, width, height)
+    grid = Grid.for_region(slide, _clip(region, slide), mpp if mpp is not None else config.mpp)
+    spots = plan_tiles(slide, grid, t, stride=stride, count=count, min_tissue=min_tissue, seed=seed)
+    steps_of = {s.name: steps or config.default_steps.get(s.kind, 25) for s in specs}
+    tile_mpp = None if slide.mpp is None else round(slide.mpp[0] * grid.downsample, 6)
+    settings = {
+        "slide": str(slide.path),
+        "region": [region.x, region.y, region.width, region.height],
+        "polygon": region.polygon,
+        "mpp": tile_mpp,
+        "tile_size": t,
+        "stride": stride or t,
+        "count": count,
+        "min_tissue": min_tissue,
+        "targets": [s.name for s in specs],
+        "text": text,
+        "rna": None if profile is None else _digest(profile),
+        "use_reference": use_reference,
+        "seed": seed,
+        "steps": steps_of,
+        "model": config.name,
+        "model_hash": pipe.model_hash,
+    }
+    settings = json.loads(json.dumps(settings))
+    out = Path(out_dir)
+    _claim(out, settings)
+    if profile is not None and not (out / RNA_CSV).exists():
+        _atomic(
+            out / RNA_CSV, lambda tmp: profile.to_csv(tmp, header=["value"], index_label="gene")
+        )
+    common = {
+        "slide": str(slide.path),
+        "size": round(t * grid.downsample),
+        "mpp": tile_mpp,
+        "tile_size": t,
+        "model": config.name,
+        "model_hash": settings["model_hash"],
+        "napari_mupd_version": __version__,
+    }
+    rows: list[dict[str, Any]] = []
+    total, done = len(spots) * (1 + len(specs)), 0
+    complete = False
+    try:
+        for spot in spots:
+            if cancel():
+                raise Cancelled("cancelled")
+            real = grid.read(slide, spot.gy, spot.gx, t, t)
+            source = f"{REAL}/{spot.id}.png"
+            base = {**common, "id": spot.id, "x": spot.x, "y": spot.y}
+            real_row = {**base, "kind": "real", "target": "H&E", "channels": "R,G,B"}
+            rows.append(_write(out, source, lambda real=real: real, real_row))
+            done += 1
+            _report(progress, done, total)
+            for spec in specs:
+                if cancel():
+                    raise Cancelled("cancelled")
+                image = real if spec.uses_source or use_reference else None
+                row = {
+                    **base,
+                    "kind": "virtual" if spec.uses_source else "synthetic",
+                    "target": spec.name,
+                    "path": f"{target_slug(spec.name)}/{spot.id}"
+                    + (".tif" if spec.kind == "mIF" else ".png"),
+                    "source": source,
+                    "channels": ",".join(spec.markers) if spec.kind == "mIF" else "R,G,B",
+                    "seed": spot.seed,
+                    "steps": steps_of[spec.name],
+                    "text": text,
+                    "rna": RNA_CSV if profile is not None else None,
+                    "rna_genes": _genes(report),
+                }
+
+                def make(spec: Any = spec, image: Any = image, row: dict = row) -> np.ndarray:
+                    conditions = {"text": text, "rna": profile, "image": image}
+                    return _generate(pipe, spec, conditions, t, row["seed"], row["steps"], cancel)
+
+                rows.append(_write(out, row["path"], make, row))
+                done += 1
+                _report(progress, done, total)
+        complete = True
+    finally:
+        _write_manifest(out, rows, settings, report, complete)
+    return out / MANIFEST_CSV
+
+
+def _clip(region: Region, slide: Slide) -> Region:
+    """``region`` cut to the slide's bounds (the polygon kept)."""
+    region.check(slide)
+    width, height = slide.dimensions
+    x0, y0 = max(region.x, 0), max(region.y, 0)
+    x1, y1 = min(region.x + region.width, width), min(region.y + region.height, height)
+    return Region(x0, y0, x1 - x0, y1 - y0, region.polygon)
+
+
+def _profile(rna: Any, config: Any) -> tuple[Any, Any]:
+    """One expression profile as a Series gene -> value, and what the model found in it."""
+    if rna is None:
+        return None, None
+    from napari_mupd.model.encoders.rna import expression_features, read_expression
+
+    frame = read_expression(rna)
+    if len(frame) != 1:
+        raise ConditionError(f"rna: give one expression profile, got {len(frame)} rows")
+    profile = frame.iloc[0]
+    report = expression_features(profile, config.genes, config.gene_sets).report
+    return profile, report
+
+
+def _digest(profile: Any) -> str:
+    """sha256 of a profile's genes and values (what the settings compare)."""
+    text = profile.to_csv(header=False, float_format="%.9g")
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _genes(report: Any) -> str | None:
+    if report is None:
+        return None
+    return f"{len(report.found)}/{len(report.found) + len(report.missing)}"
+
+
+def _claim(out: Path, settings: dict[str, Any]) -> None:
+    """Create ``out``, or check that it holds an export with these very settings."""
+    manifest = out / MANIFEST_JSON
+    if manifest.is_file():
+        try:
+            existing = json.loads(manifest.read_text(encoding="utf-8")).get("settings")
+        except (OSError, ValueError) as exc:
+            raise ExportError(f"{manifest} cannot be read: {exc}") from exc
+        if existing != settings:
+            differ = sorted(k for k in settings if (existing or {}).get(k) != settings[k])
+            raise ExportError(
+                f"{out} holds another export (different {', '.join(differ)}); "
+                "choose an empty folder or delete it"
+            )
+        return
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"{out} is not empty and holds no export; choose an empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_manifest(out, [], settings, None, False)
+
+
+def _generate(
+    pipe: Any,
+    spec: Any,
+    conditions: dict[str, Any],
+    size: int,
+    seed: int,
+    steps: int,
+    cancel: Cancel,
+) -> np.ndarray:
+    """One tile of ``spec`` as uint8 (H, W, C); raises :class:`Cancelled` mid-sampling."""
+
+    def check(pipe: Any, step: int, t: float, state: dict) -> dict:
+        if cancel():
+            pipe.interrupt = True
+        return state
+
+    image = conditions["image"]
+    if image is not None and not spec.uses_source:  # a reference tile at the model's size
+        image = _resize(image, pipe.config.resolution)
+    result = pipe(
+        text=conditions["text"],
+        rna=conditions["rna"],
+        image=image,
+        target=spec.name,
+        height=None if spec.uses_source else size,
+        width=None if spec.uses_source else size,
+        num_inference_steps=steps,
+        generator=seed,
+        callback_on_step_end=check,
+        output_type="np",
+    )
+    if result.interrupted:
+        raise Cancelled("cancelled")
+    return (np.clip(result.images[0], 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    if image.shape[0] == size:
+        return image
+    filt = Image.Resampling.BOX if image.shape[0] > size else Image.Resampling.BICUBIC
+    return np.asarray(Image.fromarray(image).resize((size, size), filt))
+
+
+def _write(
+    out: Path, path: str, make: Callable[[], np.ndarray], row: dict[str, Any]
+) -> dict[str, Any]:
+    """Write ``make()`` to ``path`` atomically unless the file exists; its manifest row."""
+    target = out / path
+    if not target.exists():
+        pixels = make()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.suffix == ".tif":
+            import tifffile
+
+            planes = np.ascontiguousarray(np.moveaxis(pixels, -1, 0))
+            _atomic(target, lambda tmp: tifffile.imwrite(tmp, planes, metadata={"axes": "CYX"}))
+        else:
+            _atomic(target, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+    return {c: row.get(c) for c in COLUMNS} | {"path": path}
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write`` to a temporary name beside ``path``, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _report(progress: Progress | None, done: int, total: int) -> None:
+    if progress is not None:
+        progress(done, total)
+
+
+def _write_manifest(
+    out: Path, rows: list[dict[str, Any]], settings: dict[str, Any], report: Any, complete: bool
+) -> None:
+    """manifest.json (settings, rows, completeness) and manifest.csv (rows), atomically."""
+    manifest = {
+        "napari_mupd_version": __version__,
+        "complete": complete,
+        "settings": settings,
+        "rna": None if report is None else {"file": RNA_CSV, **report.to_dict()},
+        "columns": list(COLUMNS),
+        "tiles": rows,
+    }
+    text = json.dumps(manifest, indent=2) + "\n"
+    _atomic(out / MANIFEST_JSON, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    _atomic(out / MANIFEST_CSV, lambda tmp: _write_csv(tmp, rows, COLUMNS))
+    captions = [
+        {"path": r["path"], "caption": r["text"]}
+        for r in rows
+        if r["kind"] == "synthetic" and r["text"]
+    ]
+    if captions:
+        _atomic(out / CAPTIONS_CSV, lambda tmp: _write_csv(tmp, captions, ("path", "caption")))
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+__all__ = ["COLUMNS", "ExportError", "TileSpot", "export_tiles", "plan_tiles", "target_slug"]
