@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 LayerData = tuple[Any, dict[str, Any], str]
 
+#: Round-off allowed when snapping world coordinates to pixel corners.
+EPS = 1e-6
+
 #: Colormaps given to multiplex-IF markers, in panel order.
 MARKER_COLORMAPS = ("green", "magenta", "cyan", "yellow", "red", "blue", "bop orange")
 
@@ -72,8 +75,8 @@ def region_from_shape(shapes: Shapes, index: int, image: Image) -> Region:
     if kind in ("line", "path"):
         raise RegionError(f"shape {index} of {shapes.name!r} is a {kind}; draw an area")
     if kind == "rectangle":
-        x0, y0 = np.floor(xy.min(axis=0)).astype(int)
-        x1, y1 = np.ceil(xy.max(axis=0)).astype(int)
+        x0, y0 = np.floor(xy.min(axis=0) + EPS).astype(int)
+        x1, y1 = np.ceil(xy.max(axis=0) - EPS).astype(int)
         rounded = {(round(x, 6), round(y, 6)) for x, y in xy}
         xs, ys = {p[0] for p in rounded}, {p[1] for p in rounded}
         if len(xs) == 2 and len(ys) == 2:
@@ -86,15 +89,19 @@ def region_from_view(viewer: napari.components.ViewerModel, image: Image) -> Reg
     if viewer.dims.ndisplay != 2:
         raise RegionError("switch the viewer to 2-D to stain the field of view")
     height, width = viewer.canvas.size
-    zoom = viewer.camera.zoom
-    cy, cx = viewer.camera.center[-2:]
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari 0.9
+    zoom = camera.zoom
+    cy, cx = camera.center[-2:]
     half_h, half_w = height / zoom / 2, width / zoom / 2
     corners = np.array([[cy - half_h, cx - half_w], [cy + half_h, cx + half_w]])
     (x0, y0), (x1, y1) = _to_level0(image, corners)
     slide_w, slide_h = (image.level_shapes[0][:2][::-1] if image.multiscale
                         else image.data.shape[:2][::-1])  # fmt: skip
-    x0, y0 = max(0, int(np.floor(min(x0, x1)))), max(0, int(np.floor(min(y0, y1))))
-    x1, y1 = min(slide_w, int(np.ceil(max(x0, x1)))), min(slide_h, int(np.ceil(max(y0, y1))))
+    x0, y0 = max(0, int(np.floor(min(x0, x1) + EPS))), max(0, int(np.floor(min(y0, y1) + EPS)))
+    x1, y1 = (
+        min(slide_w, int(np.ceil(max(x0, x1) - EPS))),
+        min(slide_h, int(np.ceil(max(y0, y1) - EPS))),
+    )
     if x1 <= x0 or y1 <= y0:
         raise RegionError(f"{image.name!r} is not in view; pan to the tissue to stain")
     return Region(x0, y0, x1 - x0, y1 - y0)

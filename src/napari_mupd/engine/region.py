@@ -53,8 +53,8 @@ class Region:
         points = np.asarray(xy, float)
         if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3:
             raise RegionError(f"a polygon needs at least 3 (x, y) vertices, got {points.shape}")
-        x0, y0 = np.floor(points.min(axis=0)).astype(int)
-        x1, y1 = np.ceil(points.max(axis=0)).astype(int)
+        x0, y0 = np.floor(points.min(axis=0) + 1e-6).astype(int)  # tolerate round-off
+        x1, y1 = np.ceil(points.max(axis=0) - 1e-6).astype(int)
         return cls(int(x0), int(y0), int(x1 - x0), int(y1 - y0), tuple(map(tuple, points.tolist())))
 
     def check(self, slide: Slide) -> None:

@@ -57,10 +57,13 @@ class TaskRunner(QObject):
         self._event = threading.Event()
         self._description = description
         self._bar = progress(total=0, desc=description)
-        worker = create_worker(job, self.progressed.emit, self._event.is_set, _start_thread=False)
-        worker.returned.connect(done)
-        worker.errored.connect(self._failed)
-        worker.finished.connect(self._finished)
+        worker = create_worker(
+            job,
+            self.progressed.emit,
+            self._event.is_set,
+            _start_thread=False,
+            _connect={"returned": done, "errored": self._failed, "finished": self._finished},
+        )
         self.worker = worker
         self.run_button.enabled = False
         self.cancel_button.enabled = True

@@ -1,0 +1,101 @@
+"""Controls shared by the dock widgets: model and device pickers, conditions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit
+
+from napari_mupd.errors import MuPDError
+from napari_mupd.model.config import MuPDConfig
+from napari_mupd.model.loading import available_devices
+from napari_mupd.resources import BUNDLED_MODEL, resolve_model
+
+BUNDLED = f"bundled ({BUNDLED_MODEL})"
+FOLDER = "folder ..."
+
+
+class ModelPicker(Container):
+    """The bundled checkpoint or a folder, a device, and the targets the model offers."""
+
+    def __init__(self, kinds: tuple[str, ...]) -> None:
+        self.kinds = kinds
+        self.source = ComboBox(choices=[BUNDLED, FOLDER], value=BUNDLED, label="model")
+        self.folder = FileEdit(mode="d", label="folder", tooltip="a MuPD checkpoint folder")
+        self.folder.visible = False
+        self.device = ComboBox(choices=available_devices(), label="device", value="auto")
+        self._targets: list[str] = []
+        self.target = ComboBox(label="target", choices=lambda _: self._targets)
+        self.about = Label(value="")
+        super().__init__(
+            widgets=[self.source, self.folder, self.device, self.target, self.about], labels=True
+        )
+        self.margins = (0, 0, 0, 0)
+        self.source.changed.connect(self.refresh)
+        self.folder.changed.connect(self.refresh)
+        self.refresh()
+
+    def use_folder(self, folder: str) -> None:
+        """Switch to the checkpoint in ``folder``."""
+        self.folder.value = folder
+        self.source.value = FOLDER
+
+    @property
+    def path(self) -> str | None:
+        """The chosen folder, or None for the bundled checkpoint."""
+        return str(self.folder.value) if self.source.value == FOLDER else None
+
+    def config(self) -> MuPDConfig:
+        """The chosen checkpoint's config (raises MuPDError when there is none)."""
+        return MuPDConfig.load(resolve_model(self.path))
+
+    def refresh(self) -> None:
+        """Re-read the checkpoint's targets; say what is wrong in the label."""
+        self.folder.visible = self.source.value == FOLDER
+        try:
+            config = self.config()
+        except (MuPDError, OSError, ValueError) as exc:
+            self._targets = []
+            self.target.reset_choices()
+            self.about.value = f"<font color='orange'>{exc}</font>"
+            return
+        self._targets = [t for t in config.targets if t.split(":")[0] in self.kinds]
+        self.target.reset_choices()
+        name = Path(self.path).name if self.path else BUNDLED_MODEL
+        self.about.value = f"{name}: {config.resolution} px tiles at {config.mpp} µm/px"
+
+
+class Conditions(Container):
+    """Optional text prompt and RNA profile, each with its own guidance scale."""
+
+    def __init__(self, rna_filter: str = "*.csv") -> None:
+        self.text = LineEdit(label="text", tooltip="optional, e.g. 'tumour with lymphocytes'")
+        self.rna = FileEdit(
+            mode="r", filter=rna_filter, label="RNA", tooltip="optional CSV: gene,value per row"
+        )
+        self.text_scale = FloatSpinBox(label="text guidance", value=1.0, min=0.0, max=20.0)
+        self.rna_scale = FloatSpinBox(label="RNA guidance", value=1.0, min=0.0, max=20.0)
+        super().__init__(
+            widgets=[self.text, self.text_scale, self.rna, self.rna_scale], labels=True
+        )
+        self.margins = (0, 0, 0, 0)
+
+    def prompt(self) -> str | None:
+        """The prompt, or None when empty."""
+        return self.text.value.strip() or None
+
+    def rna_path(self) -> str | None:
+        """The RNA file, or None; a clear error when it does not exist."""
+        value = Path(self.rna.value)
+        if value.is_dir():  # nothing chosen: FileEdit shows the working directory
+            return None
+        if not value.is_file():
+            raise MuPDError(f"RNA file {value} does not exist")
+        return str(value)
+
+    def guidance(self, extra: dict[str, float] | None = None) -> float | dict[str, float]:
+        """1.0 when every scale is 1, else per-modality scales for the given conditions."""
+        scales = {"text": self.text_scale.value, "rna": self.rna_scale.value, **(extra or {})}
+        if all(v == 1.0 for v in scales.values()):
+            return 1.0
+        return scales

@@ -1,0 +1,140 @@
+"""The "Virtual stain" dock widget in a real viewer, with a tiny model on the sample slide."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from helpers import CMU1, shared
+from napari_mupd.widgets.stain import FIELD_OF_VIEW, VirtualStainWidget
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tiny_model_dir):
+    viewer = make_napari_viewer()
+    (slide_layer,) = viewer.open(str(shared(CMU1)), plugin="napari-mupd")
+    widget = VirtualStainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Virtual stain")
+    widget.model.use_folder(str(tiny_model_dir))
+    return viewer, slide_layer, widget
+
+
+def add_rectangle(viewer, slide_layer, x, y, w, h):
+    """A rectangle over level-0 pixels [x, x+w) x [y, y+h) (corners at k - 0.5)."""
+    corners = np.array([[y - 0.5, x - 0.5], [y + h - 0.5, x + w - 0.5]])
+    return viewer.add_shapes(
+        [corners], shape_type="rectangle", scale=slide_layer.scale, units=slide_layer.units
+    )
+
+
+def run_and_wait(qtbot, widget, timeout=60_000):
+    widget.run.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=timeout)
+
+
+def test_targets_come_from_the_model(setup):
+    _, _, widget = setup
+    assert list(widget.model.target.choices) == ["IHC:Ki67", "mIF:CD3,CD8"]
+    widget.model.source.value = widget.model.source.choices[0]  # the bundled checkpoint
+    assert "IHC:Ki67" in widget.model.target.choices
+    assert "H&E" not in widget.model.target.choices
+
+
+def test_ihc_layer_lies_over_its_region(setup, qtbot):
+    viewer, slide_layer, widget = setup
+    x, y, w, h = 1001, 503, 256, 192
+    add_rectangle(viewer, slide_layer, x, y, w, h)
+    widget.model.target.value = "IHC:Ki67"
+    run_and_wait(qtbot, widget)
+    (layer,) = widget.added
+    assert layer.name == "CMU-1-Small-Region [virtual Ki67]"
+    assert layer.rgb and layer.data.dtype == np.uint8
+    meta = layer.metadata
+    assert meta["region"]["x"] == x and meta["region"]["width"] == w
+    assert meta["target"] == "IHC:Ki67" and len(meta["model_hash"]) == 64
+    d = meta["downsample"]
+    assert layer.data.shape[:2] == (round(h / d), round(w / d))
+    # level-0 pixel (r, c) falls in output pixel ((r - y) // d, (c - x) // d)
+    for r, c in [(y, x), (y + h - 1, x + w - 1), (y + 77, x + 130)]:
+        world = slide_layer.data_to_world((r, c))
+        out = np.asarray(layer.world_to_data(world))
+        np.testing.assert_allclose(out, [(r + 0.5 - y) / d - 0.5, (c + 0.5 - x) / d - 0.5])
+
+
+def test_mif_gives_one_additive_layer_per_marker_and_uncertainty(setup, qtbot):
+    viewer, slide_layer, widget = setup
+    add_rectangle(viewer, slide_layer, 400, 300, 160, 160)
+    widget.model.target.value = "mIF:CD3,CD8"
+    widget.samples.value = 2
+    run_and_wait(qtbot, widget)
+    names = [layer.name for layer in widget.added]
+    assert names == [
+        "CMU-1-Small-Region [virtual CD3]",
+        "CMU-1-Small-Region [virtual CD8]",
+        "CMU-1-Small-Region [virtual mIF:CD3,CD8] uncertainty",
+    ]
+    cd3, cd8, std = widget.added
+    assert cd3.blending == cd8.blending == "additive"
+    assert cd3.colormap.name != cd8.colormap.name
+    assert cd3.metadata["marker"] == "CD3" and cd3.metadata["samples"] == 2
+    assert std.data.ndim == 2 and std.data.max() > 0  # two seeds differ
+    np.testing.assert_allclose(std.scale, cd3.scale)
+
+
+def test_polygon_and_field_of_view(setup, qtbot):
+    viewer, slide_layer, widget = setup
+    triangle = np.array([[300.0, 300.0], [300.0, 500.0], [480.0, 400.0]])
+    viewer.add_shapes(
+        [triangle], shape_type="polygon", scale=slide_layer.scale, units=slide_layer.units
+    )
+    run_and_wait(qtbot, widget)
+    (layer,) = widget.added
+    assert layer.metadata["region"]["polygon"] is not None
+    camera = viewer.scene.camera
+    camera.center = slide_layer.data_to_world((600, 900))
+    camera.zoom = 2.0 / slide_layer.scale[0]  # 2 screen px per level-0 px
+    widget.region.value = FIELD_OF_VIEW
+    region = widget.regions()[0]
+    height, width = viewer.canvas.size
+    assert abs(region.width - width / 2) <= 2 and abs(region.height - height / 2) <= 2
+    assert abs(region.x + region.width / 2 - 900.5) <= 1
+
+
+def test_bad_inputs_notify_and_keep_the_viewer(setup, qtbot):
+    _, _, widget = setup
+    widget.run.clicked.emit()  # no shapes yet: an error notification, no crash, no worker
+    assert not widget.runner.running and widget.added == []
+    widget.model.folder.value = "/nonexistent/model"
+    assert widget.model.target.choices == ()
+    assert "no MuPD checkpoint" in widget.model.about.value
+
+
+def test_cancel_stops_within_one_tile_and_gui_stays_responsive(setup, qtbot):
+    from qtpy.QtCore import QTimer
+
+    viewer, slide_layer, widget = setup
+    add_rectangle(viewer, slide_layer, 0, 0, 2000, 2000)  # ~ 1,700 tiles: minutes of work
+    widget.model.target.value = "IHC:Ki67"
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    reports: list[tuple[int, int]] = []
+    widget.runner.progressed.connect(lambda done, total: reports.append((done, total)))
+    widget.run.clicked.emit()
+    qtbot.waitUntil(lambda: len(reports) >= 15, timeout=60_000)
+    cancelled_at = len(reports)
+    widget.cancel.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30_000)
+    timer.stop()
+    assert widget.added == []
+    assert reports[-1][0] < reports[-1][1]  # stopped early
+    assert len(reports) - cancelled_at <= 1  # at most the batch in flight reports
+    gaps = np.diff(ticks)
+    assert len(gaps) > 50
+    assert gaps.max() < 0.1, f"event loop blocked for {gaps.max() * 1000:.0f} ms"
