@@ -1,0 +1,124 @@
+"""The "Export tiles" dock widget in a real viewer, with a tiny model on the sample slide."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from helpers import CMU1, shared
+from napari_mupd.layers import region_from_view
+from napari_mupd.train.datasets import PairedTileFolder
+from napari_mupd.widgets.export import FIELD_OF_VIEW, WHOLE_IMAGE, ExportTilesWidget
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tiny_model_dir, tmp_path):
+    viewer = make_napari_viewer()
+    widget = ExportTilesWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Export tiles")
+    (slide_layer,) = viewer.open(str(shared(CMU1)), plugin="napari-mupd")
+    widget.model.value = str(tiny_model_dir)
+    widget.out.value = str(tmp_path / "tiles")
+    return viewer, slide_layer, widget, tmp_path / "tiles"
+
+
+def add_rectangle(viewer, slide_layer, x, y, w, h):
+    """A rectangle over level-0 pixels [x, x+w) x [y, y+h) (corners at k - 0.5)."""
+    corners = np.array([[y - 0.5, x - 0.5], [y + h - 0.5, x + w - 0.5]])
+    return viewer.add_shapes(
+        [corners], shape_type="rectangle", scale=slide_layer.scale, units=slide_layer.units
+    )
+
+
+def rows(out):
+    with open(out / "manifest.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_menus_follow_the_viewer_and_the_model(setup):
+    viewer, slide_layer, widget, _ = setup
+    assert widget.source.value is slide_layer
+    assert list(widget.targets.choices) == ["H&E", "IHC:Ki67", "mIF:CD3,CD8"]
+    assert widget.targets.value == ["IHC:Ki67"] and widget.tile_size.value == 64
+    shapes = viewer.add_shapes()
+    assert shapes in widget.shapes.choices
+    viewer.layers.remove(shapes)
+    assert shapes not in widget.shapes.choices
+
+
+def test_exports_the_tiles_of_a_rectangle(setup, qtbot):
+    viewer, slide_layer, widget, out = setup
+    x, y, w, h = 700, 1100, 1000, 1200
+    add_rectangle(viewer, slide_layer, x, y, w, h)
+    widget.targets.value = ["IHC:Ki67", "H&E"]
+    widget.count.value = 2
+    widget.text.value = "tumor"
+    widget.run.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60_000)
+    assert str(out / "manifest.csv") in widget.status.value
+    table = rows(out)
+    assert len(table) == 6
+    assert all((out / r["path"]).is_file() for r in table)
+    for r in table:
+        assert x <= int(r["x"]) and int(r["x"]) + int(r["size"]) <= x + w
+        assert y <= int(r["y"]) and int(r["y"]) + int(r["size"]) <= y + h
+    assert {r["text"] for r in table if r["kind"] != "real"} == {"tumor"}
+    assert len(PairedTileFolder(out / "real", out / "ihc-ki67", "IHC:Ki67", 64)) == 2
+
+
+def test_cancel_stops_and_leaves_a_manifest(setup, qtbot):
+    _, _, widget, out = setup
+    widget.region.value = WHOLE_IMAGE
+    widget.count.value = 50
+    widget.steps.value = 300  # slow enough to cancel
+    widget.run.clicked.emit()
+    qtbot.waitUntil(lambda: (out / "real").is_dir(), timeout=30_000)
+    widget.cancel.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30_000)
+    assert "cancelled" in widget.status.value
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is False
+    written = {p.relative_to(out).as_posix() for p in out.glob("*/*")}
+    assert {r["path"] for r in rows(out)} == written
+    assert 1 <= len(written) < 100
+
+
+def test_missing_inputs_are_reported(setup):
+    _, _, widget, _ = setup
+    widget.out.line_edit.value = ""  # the user cleared the field
+    widget.run.clicked.emit()
+    assert not widget.runner.running
+    assert "output folder" in widget.status.value
+    widget.out.value = "/tmp"
+    widget.run.clicked.emit()  # no shape drawn
+    assert not widget.runner.running
+    assert "Shapes layer" in widget.status.value
+
+
+def test_field_of_view_and_worker_errors(setup, qtbot, tmp_path):
+    viewer, slide_layer, widget, out = setup
+    viewer.scene.camera.center = (1700 * 0.499, 1200 * 0.499)
+    viewer.scene.camera.zoom = 1.0
+    view = region_from_view(viewer, slide_layer)
+    widget.region.value = FIELD_OF_VIEW
+    widget.count.value = 1
+    widget.run.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60_000)
+    real, stain = rows(out)
+    assert stain["source"] == real["path"]
+    x, y, size = int(real["x"]), int(real["y"]), int(real["size"])
+    assert view.x <= x and x + size <= view.x + view.width
+    assert view.y <= y and y + size <= view.y + view.height
+    # a condition the model cannot use fails in the worker; the viewer lives on
+    (tmp_path / "rna.csv").write_text("gene,value\nNOTAGENE,1.0\n")
+    widget.rna.value = str(tmp_path / "rna.csv")
+    widget.out.value = str(tmp_path / "other")
+    widget.run.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60_000)
+    assert "none of the 8 genes" in widget.status.value
+    assert not (tmp_path / "other").exists()
