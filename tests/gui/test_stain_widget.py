@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from helpers import CMU1, shared
-from napari_mupd.widgets.stain import FIELD_OF_VIEW, VirtualStainWidget
+from napari_mupd.widgets._controls import FIELD_OF_VIEW
+from napari_mupd.widgets.stain import VirtualStainWidget
 
 pytestmark = pytest.mark.gui
 
@@ -97,8 +98,8 @@ def test_polygon_and_field_of_view(setup, qtbot):
     camera = viewer.scene.camera
     camera.center = slide_layer.data_to_world((600, 900))
     camera.zoom = 2.0 / slide_layer.scale[0]  # 2 screen px per level-0 px
-    widget.region.value = FIELD_OF_VIEW
-    region = widget.regions()[0]
+    widget.region.mode.value = FIELD_OF_VIEW
+    region = widget.region.regions()[0]
     height, width = viewer.canvas.size
     assert abs(region.width - width / 2) <= 2 and abs(region.height - height / 2) <= 2
     assert abs(region.x + region.width / 2 - 900.5) <= 1

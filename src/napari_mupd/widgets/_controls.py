@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit
+import napari
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    create_widget,
+)
 
-from napari_mupd.errors import MuPDError
+from napari_mupd.engine.region import Region
+from napari_mupd.errors import MuPDError, RegionError
+from napari_mupd.layers import region_from_shape, region_from_view
 from napari_mupd.model.config import MuPDConfig
 from napari_mupd.model.loading import available_devices
 from napari_mupd.resources import BUNDLED_MODEL, resolve_model
 
+FIELD_OF_VIEW = "field of view"
+SHAPES = "shapes (selected, else all)"
 BUNDLED = f"bundled ({BUNDLED_MODEL})"
 FOLDER = "folder ..."
 
@@ -99,3 +112,42 @@ class Conditions(Container):
         if all(v == 1.0 for v in scales.values()):
             return 1.0
         return scales
+
+
+class RegionPicker(Container):
+    """A source image layer and regions on it: shapes of a Shapes layer, or the view."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, source_label: str = "source") -> None:
+        self.viewer = viewer
+        self.source = create_widget(annotation=napari.layers.Image, label=source_label)
+        self.mode = ComboBox(choices=[SHAPES, FIELD_OF_VIEW], value=SHAPES, label="region")
+        self.shapes = create_widget(
+            annotation=napari.layers.Shapes,
+            label="shapes",
+            options={"nullable": True, "tooltip": "empty: the top Shapes layer"},
+        )
+        super().__init__(widgets=[self.source, self.mode, self.shapes], labels=True)
+        self.margins = (0, 0, 0, 0)
+        self.mode.changed.connect(
+            lambda: setattr(self.shapes, "enabled", self.mode.value == SHAPES)
+        )
+
+    def image(self) -> napari.layers.Image:
+        """The source layer (a clear error when there is none)."""
+        if self.source.value is None:
+            raise RegionError("open a slide first (File > Open, or File > Open Sample)")
+        return self.source.value
+
+    def regions(self) -> list[Region]:
+        """The regions, in level-0 pixels of the source layer."""
+        image = self.image()
+        if self.mode.value == FIELD_OF_VIEW:
+            return [region_from_view(self.viewer, image)]
+        shapes = self.shapes.value or next(
+            (la for la in reversed(self.viewer.layers) if isinstance(la, napari.layers.Shapes)),
+            None,
+        )
+        if shapes is None or len(shapes.data) == 0:
+            raise RegionError("draw a rectangle or polygon on a Shapes layer, or use the view")
+        chosen = sorted(shapes.selected_data) or range(len(shapes.data))
+        return [region_from_shape(shapes, i, image) for i in chosen]

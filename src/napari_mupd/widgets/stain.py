@@ -5,18 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import napari
-from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox, create_widget
+from magicgui.widgets import Container, Label, PushButton, SpinBox
 
 from napari_mupd.engine.models import PipelineTileModel
-from napari_mupd.engine.region import Region, StainResult, stain_region
+from napari_mupd.engine.region import StainResult, stain_region
 from napari_mupd.errors import RegionError
-from napari_mupd.layers import layer_slide, region_from_shape, region_from_view, result_layers
+from napari_mupd.layers import layer_slide, result_layers
 from napari_mupd.model.loading import load_pipeline
-from napari_mupd.widgets._controls import Conditions, ModelPicker
+from napari_mupd.widgets._controls import Conditions, ModelPicker, RegionPicker
 from napari_mupd.widgets._runner import Cancel, Report, TaskRunner
-
-FIELD_OF_VIEW = "field of view"
-SHAPES = "shapes (selected, else all)"
 
 
 class VirtualStainWidget(Container):
@@ -24,13 +21,7 @@ class VirtualStainWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
-        self.source = create_widget(annotation=napari.layers.Image, label="source")
-        self.region = ComboBox(choices=[SHAPES, FIELD_OF_VIEW], value=SHAPES, label="region")
-        self.shapes = create_widget(
-            annotation=napari.layers.Shapes,
-            label="shapes",
-            options={"nullable": True, "tooltip": "empty: the top Shapes layer"},
-        )
+        self.region = RegionPicker(viewer)
         self.model = ModelPicker(kinds=("IHC", "mIF"))
         self.conditions = Conditions()
         self.steps = SpinBox(label="steps", value=0, min=0, max=500, tooltip="0: the model's")
@@ -43,9 +34,7 @@ class VirtualStainWidget(Container):
         self.status = Label(value="")
         super().__init__(
             widgets=[
-                self.source,
                 self.region,
-                self.shapes,
                 self.model,
                 self.conditions,
                 self.steps,
@@ -57,33 +46,12 @@ class VirtualStainWidget(Container):
         )
         self.runner = TaskRunner(self.run, self.cancel)
         self.run.changed.connect(self.start)
-        self.region.changed.connect(lambda: setattr(self.shapes, "enabled", self._use_shapes))
         self.added: list[Any] = []  # layers added by the last run
-
-    @property
-    def _use_shapes(self) -> bool:
-        return self.region.value == SHAPES
-
-    def regions(self) -> list[Region]:
-        """The regions to stain, in level-0 pixels of the source layer."""
-        image = self.source.value
-        if image is None:
-            raise RegionError("open a slide first (File > Open, or File > Open Sample)")
-        if not self._use_shapes:
-            return [region_from_view(self.viewer, image)]
-        shapes = self.shapes.value or next(
-            (la for la in reversed(self.viewer.layers) if isinstance(la, napari.layers.Shapes)),
-            None,
-        )
-        if shapes is None or len(shapes.data) == 0:
-            raise RegionError("draw a rectangle or polygon on a Shapes layer, or stain the view")
-        chosen = sorted(shapes.selected_data) or range(len(shapes.data))
-        return [region_from_shape(shapes, i, image) for i in chosen]
 
     def start(self) -> None:
         """Gather the inputs on the GUI thread and stain in a worker thread."""
         try:
-            image, regions = self.source.value, self.regions()
+            image, regions = self.region.image(), self.region.regions()
             target = self.model.target.value
             if not target:
                 raise RegionError("the model has no virtual staining target")
@@ -122,13 +90,14 @@ class VirtualStainWidget(Container):
 
         self.status.value = f"staining {len(regions)} region(s) with {target} ..."
         worker = self.runner.start(
-            f"Virtual {target}", job, lambda results: self.show(results, target)
+            f"Virtual {target}", job, lambda results: self.add_results(results, image, target)
         )
         worker.errored.connect(lambda exc: setattr(self.status, "value", f"stopped: {exc}"))
 
-    def show(self, results: list[StainResult], target: str) -> None:
+    def add_results(
+        self, results: list[StainResult], image: napari.layers.Image, target: str
+    ) -> None:
         """Add the results over the source layer."""
-        image = self.source.value
         self.added = []
         for result in results:
             for data, kwargs, _ in result_layers(result, image, target):
