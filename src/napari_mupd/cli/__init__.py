@@ -12,7 +12,7 @@ from napari_mupd.errors import MuPDError
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mupd`` argument parser with every subcommand."""
-    from napari_mupd.cli import evaluate, generate, slides, stain, train
+    from napari_mupd.cli import evaluate, export, generate, slides, stain, train
 
     parser = argparse.ArgumentParser(prog="mupd", description=__doc__)
     parser.add_argument("--version", action="version", version=f"napari-mupd {__version__}")
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     slides.add_commands(sub)
     stain.add_commands(sub)
     generate.add_commands(sub)
+    export.add_commands(sub)
     evaluate.add_commands(sub)
     train.add_commands(sub)
     return parser
