@@ -1,0 +1,195 @@
+"""The "Generate tissue" dock widget: synthetic H&E from a prompt, RNA and a reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
+
+from napari_mupd.engine.synthesis import mosaic, reference_tile, synthesize
+from napari_mupd.errors import ConditionError
+from napari_mupd.layers import layer_slide
+from napari_mupd.model.loading import load_pipeline
+from napari_mupd.widgets._controls import ModelPicker, RegionPicker
+from napari_mupd.widgets._runner import Cancel, Report, TaskRunner
+
+NO_RNA, RNA_FILE, RNA_SPOTS = "none", "file (.csv, .h5ad)", "selected Visium spots"
+STACK, GRID = "stack", "grid"
+
+
+class GenerateTissueWidget(Container):
+    """Text, RNA (a file or spots picked on a Points layer) and a reference tile -> N tiles."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        self.prompt = LineEdit(label="prompt", tooltip="e.g. 'H&E, colon, adenocarcinoma'")
+        self.text_scale = FloatSpinBox(label="text guidance", value=1.0, min=0.0, max=20.0)
+        self.rna_source = ComboBox(choices=[NO_RNA, RNA_FILE, RNA_SPOTS], value=NO_RNA, label="RNA")
+        self.rna_file = FileEdit(mode="r", filter="*.csv *.h5ad", label="RNA file")
+        self.spots = create_widget(
+            annotation=napari.layers.Points,
+            label="spots",
+            options={"nullable": True, "tooltip": "empty: the top layer of Visium spots"},
+        )
+        self.rna_scale = FloatSpinBox(label="RNA guidance", value=1.0, min=0.0, max=20.0)
+        self.use_reference = CheckBox(text="reference tile from a region", value=False)
+        self.reference = RegionPicker(viewer, source_label="reference")
+        self.image_scale = FloatSpinBox(label="image guidance", value=1.0, min=0.0, max=20.0)
+        self.model = ModelPicker(kinds=("H&E",))
+        self.count = SpinBox(label="tiles", value=4, min=1, max=64)
+        self.layout_choice = ComboBox(choices=[STACK, GRID], value=GRID, label="show as")
+        self.steps = SpinBox(label="steps", value=0, min=0, max=500, tooltip="0: the model's")
+        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
+        self.run = PushButton(text="Generate")
+        self.cancel = PushButton(text="Cancel")
+        self.status = Label(value="")
+        super().__init__(
+            widgets=[
+                self.prompt,
+                self.text_scale,
+                self.rna_source,
+                self.rna_file,
+                self.spots,
+                self.rna_scale,
+                self.use_reference,
+                self.reference,
+                self.image_scale,
+                self.model,
+                self.count,
+                self.layout_choice,
+                self.steps,
+                self.seed,
+                Container(widgets=[self.run, self.cancel], layout="horizontal", labels=False),
+                self.status,
+            ]
+        )
+        self.runner = TaskRunner(self.run, self.cancel)
+        self.run.changed.connect(self.start)
+        self.rna_source.changed.connect(self._toggle)
+        self.use_reference.changed.connect(self._toggle)
+        self._toggle()
+        self.added: list[Any] = []
+
+    def _toggle(self) -> None:
+        self.rna_file.visible = self.rna_source.value == RNA_FILE
+        self.spots.visible = self.rna_source.value == RNA_SPOTS
+        self.reference.visible = self.use_reference.value
+
+    def rna(self) -> Any:
+        """The RNA condition: a CSV path, the mean of an .h5ad, or of the selected spots."""
+        from napari_mupd.io.visium import spots_expression
+
+        if self.rna_source.value == RNA_FILE:
+            path = Path(self.rna_file.value)
+            if not path.is_file():
+                raise ConditionError(f"choose an RNA file (.csv or .h5ad); {path} is not a file")
+            if path.suffix.lower() != ".h5ad":
+                return str(path)
+            import anndata
+
+            return spots_expression(path, anndata.read_h5ad(path, backed="r").obs_names)
+        if self.rna_source.value == RNA_SPOTS:
+            points = self.spots.value or next(
+                (la for la in reversed(self.viewer.layers) if "visium" in la.metadata), None
+            )
+            if points is None or "visium" not in points.metadata:
+                raise ConditionError("open Visium spots (.h5ad or a Space Ranger folder) first")
+            if not points.selected_data:
+                raise ConditionError(f"select spots on {points.name!r} (the select tool, 'S')")
+            barcodes = points.features["barcode"].iloc[sorted(points.selected_data)].tolist()
+            return spots_expression(points.metadata["visium"]["path"], barcodes)
+        return None
+
+    def start(self) -> None:
+        """Gather the conditions on the GUI thread; sample in a worker thread."""
+        try:
+            text = self.prompt.value.strip() or None
+            rna = self.rna()
+            reference_args = None
+            if self.use_reference.value:
+                image = self.reference.image()
+                reference_args = (layer_slide(image), self.reference.regions()[0])
+            if text is None and rna is None and reference_args is None:
+                raise ConditionError("give a prompt, an RNA profile or a reference region")
+        except Exception as exc:  # shown to the user; the viewer stays alive
+            napari.utils.notifications.show_error(str(exc))
+            return
+        model_path, device = self.model.path, self.model.device.value
+        n, seed, steps = self.count.value, self.seed.value, self.steps.value or None
+        scales = {
+            "text": self.text_scale.value,
+            "rna": self.rna_scale.value,
+            "image": self.image_scale.value,
+        }
+        guidance: float | dict[str, float] = (
+            1.0 if all(v == 1.0 for v in scales.values()) else scales
+        )
+
+        def job(report: Report, cancel: Cancel) -> tuple[np.ndarray, dict[str, Any]]:
+            pipe = load_pipeline(model_path, device)
+            reference = None
+            if reference_args is not None:
+                slide, region = reference_args
+                reference = reference_tile(slide, region, pipe.config.resolution, pipe.config.mpp)
+            images, meta = synthesize(
+                pipe,
+                text=text,
+                rna=rna,
+                reference=reference,
+                num_images=n,
+                seed=seed,
+                steps=steps,
+                guidance=guidance,
+                progress=report,
+                cancel=cancel,
+            )
+            meta["mpp"] = pipe.config.mpp
+            if reference_args is not None:
+                meta["reference_region"] = vars(reference_args[1])
+            return images, meta
+
+        self.status.value = f"generating {n} tile(s) ..."
+        worker = self.runner.start("Generate tissue", job, self.add_results)
+        worker.errored.connect(lambda exc: setattr(self.status, "value", f"stopped: {exc}"))
+
+    def add_results(self, output: tuple[np.ndarray, dict[str, Any]]) -> None:
+        """Show the tiles as a stack (one slider) or a grid, at the model's pixel size."""
+        images, meta = output
+        pixels = (np.clip(images, 0, 1) * 255 + 0.5).astype(np.uint8)
+        data = pixels if self.layout_choice.value == STACK else mosaic(pixels)
+        label = meta.get("text") or ("RNA" if "rna" in meta.get("conditions", []) else "reference")
+        mpp = meta["mpp"]
+        extent = self.viewer.layers.extent.world  # beside what is open, not over it
+        right = float(extent[1][-1]) + 20 * mpp if len(self.viewer.layers) else 0.0
+        spatial = {
+            "scale": (mpp, mpp),
+            "translate": (0.0, right),
+            "units": ("micrometer", "micrometer"),
+        }
+        if data.ndim == 4:
+            spatial = {k: (v[0], *v) for k, v in spatial.items()}
+            spatial["units"] = ("pixel", "micrometer", "micrometer")
+            spatial["scale"] = (1.0, mpp, mpp)
+        layer = self.viewer.add_image(
+            data,
+            rgb=True,
+            name=f"synthetic H&E [{label[:40]}]",
+            metadata={"napari_mupd": "synthetic", **meta},
+            **spatial,
+        )
+        self.added = [layer]
+        self.status.value = f"{len(images)} tile(s), seed {meta['seed']}"

@@ -1,0 +1,86 @@
+"""The "Generate tissue" dock widget in a real viewer with a tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import CMU1, shared
+from napari_mupd.engine.synthesis import mosaic
+from napari_mupd.model import MuPDPipeline
+from napari_mupd.widgets.generate import GRID, RNA_FILE, STACK, GenerateTissueWidget
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tiny_model_dir):
+    viewer = make_napari_viewer()
+    widget = GenerateTissueWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Generate tissue")
+    widget.model.use_folder(str(tiny_model_dir))
+    return viewer, widget
+
+
+def generate(qtbot, widget):
+    widget.run.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60_000)
+
+
+def test_prompt_gives_the_pipelines_tiles_as_a_grid(setup, qtbot, tiny_model_dir):
+    _, widget = setup
+    assert list(widget.model.target.choices) == ["H&E"]
+    widget.prompt.value = "tumour with lymphocytes"
+    widget.count.value = 3
+    widget.seed.value = 7
+    generate(qtbot, widget)
+    (layer,) = widget.added
+    assert layer.name == "synthetic H&E [tumour with lymphocytes]"
+    assert layer.metadata["seed"] == 7 and layer.metadata["conditions"] == ["text"]
+    pipe = MuPDPipeline.from_pretrained(tiny_model_dir)
+    expected = pipe(text="tumour with lymphocytes", num_images=3, generator=7).images
+    tiles = (np.clip(expected, 0, 1) * 255 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(layer.data, mosaic(tiles))
+    np.testing.assert_allclose(layer.scale, (1.0, 1.0))  # the model's 1 um/px
+
+
+def test_stack_with_rna_file_and_reference(setup, qtbot, tmp_path):
+    viewer, widget = setup
+    (slide_layer,) = viewer.open(str(shared(CMU1)), plugin="napari-mupd")
+    corners = np.array([[500.0, 500.0], [756.0, 756.0]])
+    viewer.add_shapes([corners], shape_type="rectangle", scale=slide_layer.scale,
+                      units=slide_layer.units)  # fmt: skip
+    rna = tmp_path / "rna.csv"
+    rna.write_text("gene,value\nCD3E,4.0\nMKI67,2.5\n")
+    widget.rna_source.value = RNA_FILE
+    widget.rna_file.value = str(rna)
+    widget.use_reference.value = True
+    widget.layout_choice.value = STACK
+    widget.count.value = 2
+    generate(qtbot, widget)
+    (layer,) = widget.added
+    assert layer.data.shape == (2, 64, 64, 3)
+    assert sorted(layer.metadata["conditions"]) == ["image", "rna"]
+    assert layer.metadata["reference_region"]["x"] == 500  # corner 500.5 -> pixel 500
+    assert layer.translate[-1] > slide_layer.extent.world[1][-1]  # beside the slide
+
+
+def test_no_condition_is_an_error_and_cancel_stops(setup, qtbot):
+    _, widget = setup
+    widget.run.clicked.emit()
+    assert not widget.runner.running and widget.added == []
+    widget.prompt.value = "   "  # blank counts as empty
+    widget.run.clicked.emit()
+    assert not widget.runner.running
+    widget.prompt.value = "fat"
+    widget.steps.value = 400
+    widget.count.value = 16
+    widget.layout_choice.value = GRID
+    steps: list[int] = []
+    widget.runner.progressed.connect(lambda done, total: steps.append(done))
+    widget.run.clicked.emit()
+    qtbot.waitUntil(lambda: len(steps) >= 2, timeout=30_000)
+    widget.cancel.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30_000)
+    assert widget.added == [] and steps[-1] < 400
+    assert widget.status.value.startswith("stopped")
