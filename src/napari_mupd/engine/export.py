@@ -242,20 +242,20 @@ def export_tiles(
             real = grid.read(slide, spot.gy, spot.gx, t, t)
             source = f"{REAL}/{spot.id}.png"
             base = {**common, "id": spot.id, "x": spot.x, "y": spot.y}
-            real_row = {**base, "kind": "real", "target": "H&E", "channels": "R,G,B"}
-            rows.append(_write(out, source, lambda real=real: real, real_row))
+            if not (out / source).exists():
+                _save(out / source, real)
+            rows.append(_row({**base, "kind": "real", "target": "H&E", "path": source}))
             done += 1
             _report(progress, done, total)
             for spec in specs:
                 if cancel():
                     raise Cancelled("cancelled")
-                image = real if spec.uses_source or use_reference else None
+                suffix = ".tif" if spec.kind == "mIF" else ".png"
                 row = {
                     **base,
                     "kind": "virtual" if spec.uses_source else "synthetic",
                     "target": spec.name,
-                    "path": f"{target_slug(spec.name)}/{spot.id}"
-                    + (".tif" if spec.kind == "mIF" else ".png"),
+                    "path": f"{target_slug(spec.name)}/{spot.id}{suffix}",
                     "source": source,
                     "channels": ",".join(spec.markers) if spec.kind == "mIF" else "R,G,B",
                     "seed": spot.seed,
@@ -264,12 +264,12 @@ def export_tiles(
                     "rna": RNA_CSV if profile is not None else None,
                     "rna_genes": _genes(report),
                 }
-
-                def make(spec: Any = spec, image: Any = image, row: dict = row) -> np.ndarray:
+                if not (out / row["path"]).exists():
+                    image = real if spec.uses_source or use_reference else None
                     conditions = {"text": text, "rna": profile, "image": image}
-                    return _generate(pipe, spec, conditions, t, row["seed"], row["steps"], cancel)
-
-                rows.append(_write(out, row["path"], make, row))
+                    tile = _generate(pipe, spec, conditions, t, spot.seed, row["steps"], cancel)
+                    _save(out / row["path"], tile)
+                rows.append(_row(row))
                 done += 1
                 _report(progress, done, total)
         complete = True
@@ -377,22 +377,21 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), filt))
 
 
-def _write(
-    out: Path, path: str, make: Callable[[], np.ndarray], row: dict[str, Any]
-) -> dict[str, Any]:
-    """Write ``make()`` to ``path`` atomically unless the file exists; its manifest row."""
-    target = out / path
-    if not target.exists():
-        pixels = make()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.suffix == ".tif":
-            import tifffile
+def _save(path: Path, pixels: np.ndarray) -> None:
+    """Write a tile atomically: PNG, or a (C, H, W) TIFF for marker channels."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".tif":
+        import tifffile
 
-            planes = np.ascontiguousarray(np.moveaxis(pixels, -1, 0))
-            _atomic(target, lambda tmp: tifffile.imwrite(tmp, planes, metadata={"axes": "CYX"}))
-        else:
-            _atomic(target, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
-    return {c: row.get(c) for c in COLUMNS} | {"path": path}
+        planes = np.ascontiguousarray(np.moveaxis(pixels, -1, 0))
+        _atomic(path, lambda tmp: tifffile.imwrite(tmp, planes, metadata={"axes": "CYX"}))
+    else:
+        _atomic(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+
+
+def _row(values: dict[str, Any]) -> dict[str, Any]:
+    """A manifest row: every column, in order (RGB unless told otherwise)."""
+    return {c: values.get(c) for c in COLUMNS} | {"channels": values.get("channels", "R,G,B")}
 
 
 def _atomic(path: Path, write: Callable[[Path], Any]) -> None:

@@ -156,6 +156,8 @@ class ExportTilesWidget(Container):
             image = self.source.value
             if image is None:
                 raise MuPDError("open a slide first: there is no image layer")
+            if not self.targets.value:
+                raise MuPDError("choose at least one target")
             out = _path(self.out)
             if out is None:
                 raise MuPDError("choose an output folder")
