@@ -19,8 +19,8 @@ pytestmark = pytest.mark.gui
 @pytest.fixture
 def setup(make_napari_viewer, tiny_model_dir, tmp_path):
     viewer = make_napari_viewer()
-    widget = ExportTilesWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Export tiles")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-mupd", "Export tiles")
+    assert isinstance(widget, ExportTilesWidget)
     (slide_layer,) = viewer.open(str(shared(CMU1)), plugin="napari-mupd")
     widget.model.value = str(tiny_model_dir)
     widget.out.value = str(tmp_path / "tiles")
