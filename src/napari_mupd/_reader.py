@@ -63,6 +63,8 @@ def slide_layer_data(slide: Slide, name: str | None = None) -> LayerData:
     if slide.mpp is not None:
         kwargs["scale"] = slide.mpp
         kwargs["units"] = ("micrometer", "micrometer")
+    if any(slide.metadata.get("origin", (0, 0))):  # e.g. a stained region written as OME-Zarr
+        kwargs["translate"] = slide.metadata["origin"]
     return (slide.levels, kwargs, "image")
 
 

@@ -118,28 +118,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"virtual stain: {zarr_path.resolve()}")
     print(f"side by side:  {preview.resolve()} (H&E | virtual {model.target})")
     if args.view:
-        _view(result, zarr_path)
+        import napari
+
+        show_demo(napari.Viewer(), zarr_path, f"virtual {model.target}")
+        napari.run()
     return 0
 
 
-def _view(result, zarr_path: Path) -> None:
-    import napari
-
-    from napari_mupd._reader import read_slide
-
-    viewer = napari.Viewer()
-    data, kwargs, _ = read_slide(str(sample_slide_path()))[0]
-    viewer.add_image(data, **kwargs)
-    viewer.add_image(
-        result.rgb_uint8(),
-        rgb=True,
-        scale=result.scale,
-        translate=result.translate,
-        name=f"virtual {result.metadata['target']}",
-        metadata=result.metadata,
-        opacity=0.8,
-    )
-    napari.run()
+def show_demo(viewer: Any, zarr_path: Path, name: str) -> list[Any]:
+    """Open the sample slide and, over it, the stained OME-Zarr as layer ``name``."""
+    layers = viewer.open(str(sample_slide_path()), plugin="napari-mupd")
+    stain = viewer.open(str(zarr_path), plugin="napari-mupd")
+    for layer in stain:
+        layer.name, layer.opacity = name, 0.8
+    return [*layers, *stain]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -56,7 +56,10 @@ class OmeZarrBackend:
                 for s, t in zip(shapes, tiles, strict=True)
             ],
             mpp=_mpp(ms, axes),
-            extra={"ngff_version": ms.get("version") or attrs.get("ome", {}).get("version")},
+            extra={
+                "ngff_version": ms.get("version") or attrs.get("ome", {}).get("version"),
+                "origin": _origin(ms, axes),
+            },
         )
 
     def read(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
@@ -93,3 +96,15 @@ def _mpp(ms: dict, axes: list[str]) -> tuple[float, float] | None:
             return None
         out.append(float(scale[axes.index(name)]) * factor)
     return out[0], out[1]
+
+
+def _origin(ms: dict, axes: list[str]) -> tuple[float, float]:
+    """World (y, x) of level 0's first pixel centre: dataset and multiscale translations."""
+    transforms = ms["datasets"][0].get("coordinateTransformations", [])
+    top = ms.get("coordinateTransformations", [])
+    origin = [0.0, 0.0]
+    for t in [*transforms, *top]:
+        if t.get("type") == "translation":
+            shift = [float(t["translation"][axes.index(n)]) for n in "yx"]
+            origin = [origin[0] + shift[0], origin[1] + shift[1]]
+    return origin[0], origin[1]
