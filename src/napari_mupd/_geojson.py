@@ -128,8 +128,8 @@ def _slide_layer() -> Any:
     if viewer is None:
         return None
     return next(
-        (layer for layer in viewer.layers if layer._type_string == "image"
-         and layer.metadata.get("slide") is not None),
+        (layer for layer in viewer.layers
+         if isinstance(layer, napari.layers.Image) and layer.metadata.get("slide") is not None),
         None,
     )  # fmt: skip
 
