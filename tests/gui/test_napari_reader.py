@@ -82,4 +82,16 @@ def test_manifest_validates():
 
     manifest = PluginManifest.from_distribution("napari-mupd")
     manifest.validate_imports()
-    assert {r.command for r in manifest.contributions.readers} == {"napari-mupd.get_reader"}
+    contributions = manifest.contributions
+    assert {r.command for r in contributions.readers} == {
+        "napari-mupd.get_reader",
+        "napari-mupd.get_geojson_reader",
+        "napari-mupd.get_visium_reader",
+    }
+    assert {w.display_name for w in contributions.widgets} == {
+        "Virtual stain",
+        "Generate tissue",
+        "Compare stains",
+        "Export tiles",
+    }
+    assert {w.display_name for w in contributions.writers} == {"GeoJSON (QuPath)", "OME-Zarr"}

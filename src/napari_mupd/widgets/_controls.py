@@ -114,18 +114,31 @@ class Conditions(Container):
         return scales
 
 
+def layer_menu(viewer: napari.viewer.Viewer, kind: type, **options: object) -> ComboBox:
+    """A menu of ``viewer``'s layers of ``kind`` that follows the layer list, docked or not."""
+    menu = create_widget(
+        annotation=kind,
+        options={
+            **options,
+            "choices": lambda _: [la for la in viewer.layers if isinstance(la, kind)],
+        },
+    )
+    for event in ("inserted", "removed", "reordered"):
+        getattr(viewer.layers.events, event).connect(menu.reset_choices)
+    return menu
+
+
 class RegionPicker(Container):
     """A source image layer and regions on it: shapes of a Shapes layer, or the view."""
 
     def __init__(self, viewer: napari.viewer.Viewer, source_label: str = "source") -> None:
         self.viewer = viewer
-        self.source = create_widget(annotation=napari.layers.Image, label=source_label)
+        self.source = layer_menu(viewer, napari.layers.Image, label=source_label)
         self.mode = ComboBox(choices=[SHAPES, FIELD_OF_VIEW], value=SHAPES, label="region")
-        self.shapes = create_widget(
-            annotation=napari.layers.Shapes,
-            label="shapes",
-            options={"nullable": True, "tooltip": "empty: the top Shapes layer"},
-        )
+        self.shapes = layer_menu(
+            viewer, napari.layers.Shapes, label="shapes", nullable=True,
+            tooltip="empty: the top Shapes layer",
+        )  # fmt: skip
         super().__init__(widgets=[self.source, self.mode, self.shapes], labels=True)
         self.margins = (0, 0, 0, 0)
         self.mode.changed.connect(

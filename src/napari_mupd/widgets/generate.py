@@ -17,14 +17,13 @@ from magicgui.widgets import (
     LineEdit,
     PushButton,
     SpinBox,
-    create_widget,
 )
 
 from napari_mupd.engine.synthesis import mosaic, reference_tile, synthesize
 from napari_mupd.errors import ConditionError
 from napari_mupd.layers import layer_slide
 from napari_mupd.model.loading import load_pipeline
-from napari_mupd.widgets._controls import ModelPicker, RegionPicker
+from napari_mupd.widgets._controls import ModelPicker, RegionPicker, layer_menu
 from napari_mupd.widgets._runner import Cancel, Report, TaskRunner
 
 NO_RNA, RNA_FILE, RNA_SPOTS = "none", "file (.csv, .h5ad)", "selected Visium spots"
@@ -40,11 +39,10 @@ class GenerateTissueWidget(Container):
         self.text_scale = FloatSpinBox(label="text guidance", value=1.0, min=0.0, max=20.0)
         self.rna_source = ComboBox(choices=[NO_RNA, RNA_FILE, RNA_SPOTS], value=NO_RNA, label="RNA")
         self.rna_file = FileEdit(mode="r", filter="*.csv *.h5ad", label="RNA file")
-        self.spots = create_widget(
-            annotation=napari.layers.Points,
-            label="spots",
-            options={"nullable": True, "tooltip": "empty: the top layer of Visium spots"},
-        )
+        self.spots = layer_menu(
+            viewer, napari.layers.Points, label="spots", nullable=True,
+            tooltip="empty: the top layer of Visium spots",
+        )  # fmt: skip
         self.rna_scale = FloatSpinBox(label="RNA guidance", value=1.0, min=0.0, max=20.0)
         self.use_reference = CheckBox(text="reference tile from a region", value=False)
         self.reference = RegionPicker(viewer, source_label="reference")
