@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import napari
 import numpy as np
 import pytest
 
-from helpers import CMU1, shared
+from helpers import BRAIN, CMU1, shared
 from napari_mupd.engine.synthesis import mosaic
 from napari_mupd.model import MuPDPipeline
-from napari_mupd.widgets.generate import GRID, RNA_FILE, STACK, GenerateTissueWidget
+from napari_mupd.widgets.generate import GRID, RNA_FILE, RNA_SPOTS, STACK, GenerateTissueWidget
 
 pytestmark = pytest.mark.gui
 
@@ -84,3 +85,26 @@ def test_no_condition_is_an_error_and_cancel_stops(setup, qtbot):
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=30_000)
     assert widget.added == [] and steps[-1] < 400
     assert widget.status.value.startswith("stopped")
+
+
+def test_rna_of_the_spots_selected_on_a_visium_layer(setup, qtbot, tiny_model_dir):
+    from napari_mupd.io.visium import spots_expression
+
+    viewer, widget = setup
+    layers = viewer.open(str(shared(BRAIN / "test_data.h5ad")), plugin="napari-mupd")
+    (points,) = [layer for layer in layers if isinstance(layer, napari.layers.Points)]
+    widget.rna_source.value = RNA_SPOTS
+    widget.run.clicked.emit()  # nothing selected yet: an error, no run
+    assert not widget.runner.running and widget.added == []
+    points.selected_data = {0, 3, 5}
+    widget.count.value = 1
+    generate(qtbot, widget)
+    (layer,) = widget.added
+    assert layer.metadata["conditions"] == ["rna"]
+    barcodes = points.features["barcode"].iloc[[0, 3, 5]].tolist()
+    expected = MuPDPipeline.from_pretrained(tiny_model_dir)(
+        rna=spots_expression(points.metadata["visium"]["path"], barcodes), generator=0
+    ).images
+    np.testing.assert_array_equal(
+        layer.data, (np.clip(expected[0], 0, 1) * 255 + 0.5).astype(np.uint8)
+    )

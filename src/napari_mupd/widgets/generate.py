@@ -102,7 +102,12 @@ class GenerateTissueWidget(Container):
             return spots_expression(path, anndata.read_h5ad(path, backed="r").obs_names)
         if self.rna_source.value == RNA_SPOTS:
             points = self.spots.value or next(
-                (la for la in reversed(self.viewer.layers) if "visium" in la.metadata), None
+                (
+                    la
+                    for la in reversed(self.viewer.layers)
+                    if isinstance(la, napari.layers.Points) and "visium" in la.metadata
+                ),
+                None,
             )
             if points is None or "visium" not in points.metadata:
                 raise ConditionError("open Visium spots (.h5ad or a Space Ranger folder) first")
