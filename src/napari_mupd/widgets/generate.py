@@ -175,18 +175,19 @@ class GenerateTissueWidget(Container):
         pixels = (np.clip(images, 0, 1) * 255 + 0.5).astype(np.uint8)
         data = pixels if self.layout_choice.value == STACK else mosaic(pixels)
         label = meta.get("text") or ("RNA" if "rna" in meta.get("conditions", []) else "reference")
-        mpp = meta["mpp"]
-        extent = self.viewer.layers.extent.world  # beside what is open, not over it
-        right = float(extent[1][-1]) + 20 * mpp if len(self.viewer.layers) else 0.0
-        spatial = {
-            "scale": (mpp, mpp),
-            "translate": (0.0, right),
-            "units": ("micrometer", "micrometer"),
-        }
-        if data.ndim == 4:
-            spatial = {k: (v[0], *v) for k, v in spatial.items()}
-            spatial["units"] = ("pixel", "micrometer", "micrometer")
-            spatial["scale"] = (1.0, mpp, mpp)
+        # micrometres when the open layers use them (then tiles and slide share a scale)
+        layers = self.viewer.layers
+        physical = not layers or any(str(u) == "micrometer" for la in layers for u in la.units)
+        mpp = meta["mpp"] if physical else 1.0
+        right = float(layers.extent.world[1][-1]) + 20 * mpp if layers else 0.0
+        unit = "micrometer" if physical else "pixel"
+        spatial = {"scale": (mpp, mpp), "translate": (0.0, right), "units": (unit, unit)}
+        if data.ndim == 4:  # a stack: the first axis is the sample
+            spatial = {
+                "scale": (1.0, mpp, mpp),
+                "translate": (0.0, 0.0, right),
+                "units": ("pixel", unit, unit),
+            }
         layer = self.viewer.add_image(
             data,
             rgb=True,

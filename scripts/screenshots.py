@@ -1,0 +1,126 @@
+"""Screenshots of the running plugin for docs/user_guide.md (not drawn by hand).
+
+    xvfb-run -a -s "-screen 0 1680x1050x24" .venv/bin/python scripts/screenshots.py
+
+Opens napari, docks each widget through the plugin manifest, drives it like a user
+(the bundled model on the bundled sample slide; the serial sections and Visium spots
+of ../shared/data for "Compare stains" and "Generate tissue") and saves the window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import napari
+import numpy as np
+from qtpy.QtWidgets import QApplication
+
+from napari_mupd.resources import sample_slide_path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SECTIONS = SHARED / "serial_sections" / "mouse_lung_lesion3"
+
+
+def wait(widget, timeout: float = 600) -> None:
+    """Process events until the widget's task is done."""
+    start = time.monotonic()
+    while widget.runner.running:
+        QApplication.processEvents()
+        time.sleep(0.02)
+        if time.monotonic() - start > timeout:
+            raise TimeoutError("the task did not finish")
+    for _ in range(20):
+        QApplication.processEvents()
+
+
+def save(viewer: napari.Viewer, path: Path) -> None:
+    """The whole window, docks included."""
+    for _ in range(20):
+        QApplication.processEvents()
+    viewer.screenshot(str(path), canvas_only=False, flash=False)
+    print(f"wrote {path}")
+
+
+def new_viewer() -> napari.Viewer:
+    """A viewer with a window big enough for a dock and the slide."""
+    viewer = new_viewer()
+    viewer.window.resize(1600, 1000)
+    return viewer
+
+
+def dock(viewer: napari.Viewer, name: str):
+    """Dock one of our widgets the way the Plugins menu does."""
+    _, widget = viewer.window.add_plugin_dock_widget("napari-mupd", name)
+    return widget
+
+
+def virtual_stain(out: Path) -> None:
+    viewer = new_viewer()
+    (slide,) = viewer.open(str(sample_slide_path()), plugin="napari-mupd")
+    x, y, w, h = 700, 900, 1024, 1024
+    corners = np.array([[y - 0.5, x - 0.5], [y + h - 0.5, x + w - 0.5]])
+    viewer.add_shapes([corners], shape_type="rectangle", scale=slide.scale, units=slide.units,
+                      edge_color="yellow", face_color="transparent", edge_width=8)  # fmt: skip
+    widget = dock(viewer, "Virtual stain")
+    widget.model.target.value = "IHC:Ki67"
+    widget.run.clicked.emit()
+    wait(widget)
+    viewer.layers.selection.active = widget.added[0]
+    viewer.reset_view()
+    save(viewer, out / "virtual_stain.png")
+    viewer.close()
+
+
+def generate_tissue(out: Path) -> None:
+    viewer = new_viewer()
+    brain = SHARED / "spatial" / "squidpy_mouse_brain" / "test_data.h5ad"
+    layers = viewer.open(str(brain), plugin="napari-mupd")
+    points = next(la for la in layers if isinstance(la, napari.layers.Points))
+    points.selected_data = set(range(6))
+    widget = dock(viewer, "Generate tissue")
+    widget.prompt.value = "H&E, brain, cortex"
+    widget.rna_source.value = "selected Visium spots"
+    widget.count.value = 4
+    widget.run.clicked.emit()
+    wait(widget)
+    viewer.reset_view()
+    save(viewer, out / "generate_tissue.png")
+    viewer.close()
+
+
+def export_tiles(out: Path, folder: Path) -> None:
+    viewer = new_viewer()
+    viewer.open(str(sample_slide_path()), plugin="napari-mupd")
+    widget = dock(viewer, "Export tiles")
+    widget.region.value = "whole image"
+    widget.count.value = 8
+    widget.out.value = str(folder)
+    widget.run.clicked.emit()
+    wait(widget)
+    save(viewer, out / "export_tiles.png")
+    viewer.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="docs/images", help="folder for the PNGs")
+    parser.add_argument("--only", nargs="*", help="some of: stain generate compare export")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    only = set(args.only or ["stain", "generate", "compare", "export"])
+    if "stain" in only:
+        virtual_stain(out)
+    if "generate" in only:
+        generate_tissue(out)
+    if "export" in only:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            export_tiles(out, Path(tmp) / "tiles")
+
+
+if __name__ == "__main__":
+    main()
