@@ -33,7 +33,7 @@ import torch
 
 from napari_mupd import __version__, open_slide
 from napari_mupd.cli.slides import demo_region
-from napari_mupd.engine.jobs import JobSpec, _context, plan, run_job
+from napari_mupd.engine.jobs import JobSpec, _context, local_cluster, plan, run_job
 from napari_mupd.engine.models import PipelineTileModel
 from napari_mupd.engine.region import Grid, Region, stain_region, window_tiles
 from napari_mupd.model import MuPDPipeline
@@ -107,15 +107,9 @@ def job_tiles(spec: JobSpec) -> tuple[int, int, int]:
 
 def run_cluster(spec: JobSpec, workers: int, threads: int | None) -> tuple[float, list[float]]:
     """Wall time of one job on a fresh LocalCluster and the workers' peak RSS (MB)."""
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=40,
-    )
+    cluster = local_cluster(workers)
     try:
         start = time.perf_counter()
         run_job(spec, scheduler=cluster.scheduler_address, threads=threads, overwrite=True)

@@ -180,6 +180,19 @@ def prepare_output(
     return set()
 
 
+def local_cluster(workers: int) -> Any:
+    """A LocalCluster of ``workers`` single-threaded processes (torch threads are set later)."""
+    from dask.distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=40,
+    )
+
+
 def run_job(
     spec: JobSpec,
     *,
@@ -194,7 +207,7 @@ def run_job(
     Each worker runs torch on ``threads`` threads; by default the workers on one host
     share its cores evenly.
     """
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
 
     grid, windows, channels = plan(spec)
     slide = _context(spec)[0]
@@ -203,15 +216,7 @@ def run_job(
     if progress is not None:
         progress(len(windows) - len(todo), len(windows))
     if todo:
-        cluster = None
-        if scheduler is None:
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=40,
-            )
+        cluster = local_cluster(workers) if scheduler is None else None
         with Client(scheduler or cluster) as client:
             try:
                 _share_cores(client, threads)
