@@ -142,7 +142,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--mpp", type=float, help="pixel size to stain at (default: the model's)")
     st.add_argument("--model", help="checkpoint folder (default: the bundled one)")
     st.add_argument("--device", help="cpu, cuda, mps (default: auto)")
-    st.add_argument("--workers", type=int, default=1, help="local dask workers")
+    st.add_argument(
+        "--workers", type=int, help="local dask workers (default: one per GPU, else one)"
+    )
     st.add_argument("--scheduler", help="address of an existing dask scheduler")
     st.add_argument("--format", choices=["ome-zarr", "ome-tiff", "flat"])
     st.add_argument("--overwrite", action="store_true", help="replace another job's output")

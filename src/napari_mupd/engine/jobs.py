@@ -82,9 +82,12 @@ def _context(spec: JobSpec) -> tuple[Any, Grid, Any, Callable[[int, int, int], b
     from napari_mupd.model import MuPDPipeline
 
     slide = _cached(("slide", spec.slide), lambda: open_slide(spec.slide))
+    device = spec.device
+    if device in (None, "auto", "cuda") and "device" in _WORKER:
+        device = _WORKER["device"]  # this worker's own GPU
     pipe = _cached(
-        ("pipe", spec.model, spec.device),
-        lambda: MuPDPipeline.from_pretrained(spec.model, device=spec.device),
+        ("pipe", spec.model, device),
+        lambda: MuPDPipeline.from_pretrained(spec.model, device=device),
     )
     model = PipelineTileModel(
         pipe, spec.target, text=spec.text, steps=spec.steps, guidance=spec.guidance, mpp=spec.mpp
@@ -196,7 +199,7 @@ def local_cluster(workers: int) -> Any:
 def run_job(
     spec: JobSpec,
     *,
-    workers: int = 1,
+    workers: int | None = None,
     scheduler: str | None = None,
     overwrite: bool = False,
     threads: int | None = None,
@@ -204,8 +207,9 @@ def run_job(
 ) -> Path:
     """Stain a slide (or ``spec.region``) into ``spec.out``; resumes an interrupted run.
 
-    Each worker runs torch on ``threads`` threads; by default the workers on one host
-    share its cores evenly.
+    A local cluster gets ``workers`` processes (default: one per GPU, else one). Each
+    worker runs torch on ``threads`` threads (default: its host's cores shared evenly)
+    and, unless ``spec.device`` names one, on a GPU of its own.
     """
     from dask.distributed import Client, as_completed
 
@@ -216,10 +220,12 @@ def run_job(
     if progress is not None:
         progress(len(windows) - len(todo), len(windows))
     if todo:
-        cluster = local_cluster(workers) if scheduler is None else None
+        cluster = None
+        if scheduler is None:
+            cluster = local_cluster(workers or default_workers(spec.device))
         with Client(scheduler or cluster) as client:
             try:
-                _share_cores(client, threads)
+                _setup_workers(client, threads, spec.device)
                 futures = client.map(stain_chunk, [spec] * len(todo), todo, pure=False)
                 finished = len(windows) - len(todo)
                 for future in as_completed(futures):
@@ -240,23 +246,44 @@ def run_job(
     return Path(spec.out)
 
 
-def _share_cores(client: Any, threads: int | None) -> None:
-    """Give each worker ``threads`` torch threads, or its host's cores / workers there."""
+def default_workers(device: str | None) -> int:
+    """One local worker per CUDA GPU (when ``device`` allows CUDA), else one."""
+    if device not in (None, "auto", "cuda"):
+        return 1
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
+def _setup_workers(client: Any, threads: int | None, device: str | None) -> None:
+    """Share each host's cores (and GPUs) among the workers on it."""
     workers = client.scheduler_info(n_workers=-1)["workers"]
     per_host = Counter(info["host"] for info in workers.values())
-    for address, info in workers.items():
-        client.run(_prepare_worker, threads, per_host[info["host"]], workers=[address])
+    rank: Counter[str] = Counter()
+    for address, info in sorted(workers.items()):
+        host = info["host"]
+        args = (threads, per_host[host], rank[host], device)
+        client.run(_prepare_worker, *args, workers=[address])
+        rank[host] += 1
 
 
-def _prepare_worker(threads: int | None, workers_on_host: int) -> None:
-    """Set the worker's torch threads and undo dask's malloc tuning for torch.
+def _prepare_worker(
+    threads: int | None, workers_on_host: int, rank: int = 0, device: str | None = None
+) -> None:
+    """Set the worker's torch threads and GPU, and undo dask's malloc tuning for torch.
 
-    dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also turns
-    off glibc's dynamic mmap threshold: every tensor over 128 KiB is then a fresh mmap
-    and a storm of page faults, and the model runs at half speed (benchmarks/
+    The ``rank``-th worker of a host takes GPU ``rank % GPUs`` when ``device`` allows
+    CUDA. dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also
+    turns off glibc's dynamic mmap threshold: every tensor over 128 KiB is then a fresh
+    mmap and a storm of page faults, and the model runs at half speed (benchmarks/
     bench_engine.py measured 1.05 M page faults and 2.2 s of system time per chunk).
     """
     _WORKER["threads"] = threads or max(1, (os.cpu_count() or 1) // workers_on_host)
+    gpus = default_workers(device) if device in (None, "auto", "cuda") else 0
+    import torch
+
+    if gpus and torch.cuda.is_available():
+        _WORKER["device"] = f"cuda:{rank % gpus}"
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL("libc.so.6")
@@ -266,5 +293,5 @@ def _prepare_worker(threads: int | None, workers_on_host: int) -> None:
         libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
 
 
-_WORKER: dict[str, int] = {}
+_WORKER: dict[str, Any] = {}
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
