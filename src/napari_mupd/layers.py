@@ -13,11 +13,12 @@ import numpy as np
 
 from napari_mupd.engine.region import Region, StainResult
 from napari_mupd.errors import RegionError
+from napari_mupd.eval.compare import resample
 from napari_mupd.io import Slide
 
 if TYPE_CHECKING:
     import napari
-    from napari.layers import Image, Shapes
+    from napari.layers import Image, Layer, Shapes
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -156,3 +157,68 @@ def result_layers(result: StainResult, image: Image, target: str) -> list[LayerD
         }
         layers.append((std, kwargs, "image"))
     return layers
+
+
+def world_matrix(layer: Layer) -> np.ndarray:
+    """3 x 3 map of a 2-D layer's data (y, x) to world (y, x), its ``affine`` included."""
+    if layer.ndim != 2:
+        raise RegionError(f"{layer.name!r} has {layer.ndim} dimensions; compare 2-D layers")
+    origin, down, right = (np.asarray(layer.data_to_world(p), float)[-2:]
+                           for p in ((0, 0), (1, 0), (0, 1)))  # fmt: skip
+    return np.array([[*(down - origin), 0], [*(right - origin), 0], [*origin, 1]]).T
+
+
+def _level_matrix(layer: Image, level: int) -> np.ndarray:
+    """3 x 3 map of a pyramid level's pixels (y, x) to level-0 data (y, x), centres kept."""
+    dy, dx = np.asarray(layer.downsample_factors[level], float)[-2:]
+    return np.array([[dy, 0, (dy - 1) / 2], [0, dx, (dx - 1) / 2], [0, 0, 1]])
+
+
+def _level_pixels(layer: Image, level: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Pixels (y0, x0, y1, x1) of a level: RGB uint8 for RGB layers, else the raw values."""
+    y0, x0, y1, x1 = box
+    if layer.rgb:
+        slide = layer_slide(layer)
+        ds = slide.downsamples[level]
+        return slide.read_region((round(x0 * ds), round(y0 * ds)), level, (x1 - x0, y1 - y0))
+    data = layer.data[level] if layer.multiscale else layer.data
+    return np.asarray(data[y0:y1, x0:x1])
+
+
+def layer_thumbnail(layer: Image, max_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """An image layer's RGB overview (longer side ``max_size``) and the 3 x 3 map of its
+    pixels (y, x) to world (y, x)."""
+    overview = layer_slide(layer).thumbnail(max_size)
+    h, w = np.asarray(layer.level_shapes[0], float)[-2:]
+    fy, fx = h / overview.shape[0], w / overview.shape[1]
+    to_data = np.array([[fy, 0, (fy - 1) / 2], [0, fx, (fx - 1) / 2], [0, 0, 1]])
+    return overview, world_matrix(layer) @ to_data
+
+
+def read_on_grid(
+    source: Image, target: Image, max_pixels: int = 2048 * 2048
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``target``'s pixels, ``source``'s resampled onto them, and where ``source`` has data.
+
+    The grid is ``target``'s finest level of at most ``max_pixels``; ``source`` is read
+    at its level nearest that resolution (not coarser) and resampled linearly through
+    both layers' world transforms (scale, translate, rotate, shear and ``affine``).
+    """
+    sizes = [int(np.prod(s[-2:])) for s in target.level_shapes]
+    level = next((i for i, n in enumerate(sizes) if n <= max_pixels), len(sizes) - 1)
+    th, tw = (int(v) for v in target.level_shapes[level][-2:])
+    grid = np.linalg.inv(world_matrix(source)) @ world_matrix(target) @ _level_matrix(target, level)
+    factor = np.sqrt(abs(np.linalg.det(grid[:2, :2])))
+    downsamples = np.asarray(source.downsample_factors, float)[:, -2:].max(axis=1)
+    source_level = int(np.flatnonzero(downsamples <= factor * 1.001).max(initial=0))
+    grid = np.linalg.inv(_level_matrix(source, source_level)) @ grid
+    corners = grid @ np.array([[0, 0, th - 1, th - 1], [0, tw - 1, 0, tw - 1], [1, 1, 1, 1]])
+    sh, sw = (int(v) for v in source.level_shapes[source_level][-2:])
+    y0, x0 = np.maximum(np.floor(corners[:2].min(axis=1)).astype(int) - 1, 0)
+    y1, x1 = np.minimum(np.ceil(corners[:2].max(axis=1)).astype(int) + 2, (sh, sw))
+    if y1 <= y0 or x1 <= x0:
+        raise RegionError(f"{source.name!r} does not overlap {target.name!r}")
+    region = _level_pixels(source, source_level, (y0, x0, y1, x1))
+    shift = np.array([[1, 0, -y0], [0, 1, -x0], [0, 0, 1]])
+    pixels, valid = resample(region, shift @ grid, (th, tw), cval=255 if source.rgb else 0)
+    return _level_pixels(target, level, (0, 0, th, tw)), pixels, valid
