@@ -97,7 +97,7 @@ def register_landmarks(moving_xy: np.ndarray, fixed_xy: np.ndarray) -> Registrat
 #: `register_auto` fails below this NCC of the smoothed haematoxylin densities, or below
 #: `MIN_DETAIL` for their fine structure (2-8 px band-pass at the finest level). Measured
 #: on the four IHC vs H&E lung sections (also rotated): 0.61-0.82 and 0.20-0.41. Pairs of
-#: unrelated tissue reached 0.57 but then at most 0.10 of fine structure; smoothed noise
+#: unrelated tissue reached 0.57 but then at most 0.13 of fine structure; noise at most
 #: 0.15 and 0.12. See docs/staining.md, "Registration".
 MIN_SCORE = 0.35
 MIN_DETAIL = 0.15
