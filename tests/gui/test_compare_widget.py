@@ -127,6 +127,7 @@ def test_view_modes_and_flip_key(sections):
     assert flip not in viewer.keymap
     widget.mode.value = OVERLAY
     assert not grid.enabled
+    assert fixed.visible and moving.visible and other.visible
     widget.opacity.value = 0.3
     assert fixed.opacity == pytest.approx(0.3)
     viewer.keymap[flip](viewer)

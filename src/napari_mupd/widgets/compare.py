@@ -78,6 +78,7 @@ class CompareStainsWidget(Container):
         self.registering = TaskRunner(self.register, self.cancel_register)
         self.measuring = TaskRunner(self.measure, self.cancel_measure)
         self.comparison: Comparison | None = None
+        self._hidden: list[napari.layers.Layer] = []  # layers side by side mode hid
         self.mode.changed.connect(self.show_mode)
         self.opacity.changed.connect(self._set_opacity)
         self.method.changed.connect(self._show_method)
@@ -88,17 +89,23 @@ class CompareStainsWidget(Container):
 
     # -- viewing ---------------------------------------------------------------------
     def show_mode(self) -> None:
-        """Apply the view mode: a two-cell grid of just the pair, or the overlay."""
+        """Apply the view mode: a two-cell grid of just the pair (the other layers hidden
+        until the overlay comes back), or the overlay."""
         real, virtual = self.real.value, self.virtual.value
         if real is None or virtual is None:
             show_info("Compare stains: pick a real and a virtual layer")
             return
         side = self.mode.value == SIDE_BY_SIDE
         if side:
-            for layer in self.viewer.layers:
+            others = [la for la in self.viewer.layers if la is not real and la is not virtual]
+            self._hidden = [la for la in others if la.visible]
+            for layer in [*self._hidden, real, virtual]:
                 layer.visible = layer is real or layer is virtual
         else:
-            real.visible = virtual.visible = True
+            for layer in [*self._hidden, real, virtual]:
+                if layer in self.viewer.layers:
+                    layer.visible = True
+            self._hidden = []
             virtual.opacity = self.opacity.value
         viewer_grid(self.viewer).enabled = side
         self._bind_flip(not side)
