@@ -90,6 +90,36 @@ def generate_tissue(out: Path) -> None:
     viewer.close()
 
 
+def compare_stains(out: Path) -> None:
+    viewer = new_viewer()
+    name = "29-041-Izd2-w35-{}-les3.jpg"
+    (he,) = viewer.open(str(SECTIONS / name.format("He")), plugin="napari-mupd")
+    h, w = he.data[0].shape[:2] if he.multiscale else he.data.shape[:2]
+    corners = np.array([[-0.5, -0.5], [h - 0.5, w - 0.5]])
+    viewer.add_shapes([corners], shape_type="rectangle", face_color="transparent")
+    stain = dock(viewer, "Virtual stain")
+    stain.model.target.value = "IHC:Ki67"
+    stain.run.clicked.emit()
+    wait(stain)
+    (virtual,) = stain.added
+    viewer.layers.remove("Shapes")
+    (real,) = viewer.open(str(SECTIONS / name.format("Ki67-7")), plugin="napari-mupd")
+    real.name = "Ki67 (real serial section)"
+    widget = dock(viewer, "Compare stains")
+    widget.real.value, widget.virtual.value = real, virtual
+    widget.register.native.click()
+    while widget.registering.running:
+        QApplication.processEvents()
+        time.sleep(0.02)
+    widget.measure.native.click()
+    while widget.measuring.running:
+        QApplication.processEvents()
+        time.sleep(0.02)
+    viewer.reset_view()
+    save(viewer, out / "compare_stains.png")
+    viewer.close()
+
+
 def export_tiles(out: Path, folder: Path) -> None:
     viewer = new_viewer()
     viewer.open(str(sample_slide_path()), plugin="napari-mupd")
@@ -115,6 +145,8 @@ def main() -> None:
         virtual_stain(out)
     if "generate" in only:
         generate_tissue(out)
+    if "compare" in only:
+        compare_stains(out)
     if "export" in only:
         import tempfile
 
