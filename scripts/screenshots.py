@@ -15,6 +15,7 @@ from pathlib import Path
 
 import napari
 import numpy as np
+from PIL import Image
 from qtpy.QtWidgets import QApplication
 
 from napari_mupd.resources import sample_slide_path
@@ -39,13 +40,15 @@ def save(viewer: napari.Viewer, path: Path) -> None:
     """The whole window, docks included."""
     for _ in range(20):
         QApplication.processEvents()
-    viewer.screenshot(str(path), canvas_only=False, flash=False)
+    pixels = viewer.screenshot(canvas_only=False, flash=False)
+    # 256 colours keep the docs light (~4x smaller) and the widgets legible
+    Image.fromarray(pixels[..., :3]).quantize(256).save(path, optimize=True)
     print(f"wrote {path}")
 
 
 def new_viewer() -> napari.Viewer:
     """A viewer with a window big enough for a dock and the slide."""
-    viewer = new_viewer()
+    viewer = napari.Viewer()
     viewer.window.resize(1600, 1000)
     return viewer
 
@@ -54,6 +57,11 @@ def dock(viewer: napari.Viewer, name: str):
     """Dock one of our widgets the way the Plugins menu does."""
     _, widget = viewer.window.add_plugin_dock_widget("napari-mupd", name)
     return widget
+
+
+def undock(viewer: napari.Viewer, widget) -> None:
+    """Close a dock to leave room for the next."""
+    viewer.window.remove_dock_widget(widget.native.parent())
 
 
 def virtual_stain(out: Path) -> None:
@@ -103,10 +111,12 @@ def compare_stains(out: Path) -> None:
     wait(stain)
     (virtual,) = stain.added
     viewer.layers.remove("Shapes")
+    undock(viewer, stain)
     (real,) = viewer.open(str(SECTIONS / name.format("Ki67-7")), plugin="napari-mupd")
     real.name = "Ki67 (real serial section)"
     widget = dock(viewer, "Compare stains")
     widget.real.value, widget.virtual.value = real, virtual
+    widget.show_mode()  # overlay: the virtual stain over the real section, half opaque
     widget.register.native.click()
     while widget.registering.running:
         QApplication.processEvents()

@@ -128,6 +128,7 @@ def test_view_modes_and_flip_key(sections):
     widget.mode.value = OVERLAY
     assert not grid.enabled
     assert fixed.visible and moving.visible and other.visible
+    assert viewer.layers.index(fixed) > viewer.layers.index(moving)  # virtual over real
     widget.opacity.value = 0.3
     assert fixed.opacity == pytest.approx(0.3)
     viewer.keymap[flip](viewer)

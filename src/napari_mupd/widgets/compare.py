@@ -107,6 +107,9 @@ class CompareStainsWidget(Container):
                     layer.visible = True
             self._hidden = []
             virtual.opacity = self.opacity.value
+            layers = self.viewer.layers
+            if layers.index(virtual) < layers.index(real):  # the virtual stain goes on top
+                layers.move(layers.index(virtual), layers.index(real) + 1)
         viewer_grid(self.viewer).enabled = side
         self._bind_flip(not side)
 
