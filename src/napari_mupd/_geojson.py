@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from napari_mupd import __version__
+from napari_mupd._reader import single_path
 from napari_mupd.io.geojson import Annotation, read_geojson, write_geojson
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -28,18 +29,13 @@ ELLIPSE_VERTICES = 72
 
 def napari_get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None:
     """Return :func:`read_shapes` for one ``.geojson`` file."""
-    if isinstance(path, list):
-        if len(path) != 1:
-            return None
-        path = path[0]
-    return read_shapes if str(path).lower().endswith(".geojson") else None
+    p = single_path(path)
+    return read_shapes if p is not None and p.name.lower().endswith(".geojson") else None
 
 
 def read_shapes(path: str | list[str]) -> list[LayerData]:
     """The file's polygons and paths as one Shapes layer over the viewer's slide."""
-    if isinstance(path, list):
-        path = path[0]
-    annotations = read_geojson(path)
+    annotations = read_geojson(single_path(path) or path[0])
     colours = np.array([(*np.divide(a.color or DEFAULT_RGB, 255), 1.0) for a in annotations])
     kwargs: dict[str, Any] = {
         "name": Path(path).name.removesuffix(".geojson"),

@@ -18,13 +18,18 @@ SLIDE_SUFFIXES = (
 LayerData = tuple[Any, dict[str, Any], str]
 
 
+def single_path(path: str | list[str]) -> Path | None:
+    """The one path napari asks a reader about (None for several at once)."""
+    if isinstance(path, list):
+        return Path(path[0]) if len(path) == 1 else None
+    return Path(path)
+
+
 def napari_get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None:
     """Return :func:`read_slide` when ``path`` looks like something we read."""
-    if isinstance(path, list):
-        if len(path) != 1:
-            return None
-        path = path[0]
-    p = Path(path)
+    p = single_path(path)
+    if p is None:
+        return None
     if p.suffix.lower() in SLIDE_SUFFIXES or p.suffix.lower() == ".zarr" or is_zarr(p):
         return read_slide
     return None
@@ -36,9 +41,7 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
     Errors are :class:`~napari_mupd.errors.SlideError`; napari shows them as a
     notification.
     """
-    if isinstance(path, list):
-        path = path[0]
-    slide = open_slide(path)
+    slide = open_slide(single_path(path) or path[0])
     _close_with_layer(slide)
     return [slide_layer_data(slide)]
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from napari_mupd import __version__
+from napari_mupd._reader import single_path
 from napari_mupd.io.visium import Spots, read_h5ad_spots, read_spaceranger
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -28,11 +29,9 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
 
 def napari_get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None:
     """Return :func:`read_visium` for an .h5ad with spot coordinates or a Space Ranger folder."""
-    if isinstance(path, list):
-        if len(path) != 1:
-            return None
-        path = path[0]
-    p = Path(path)
+    p = single_path(path)
+    if p is None:
+        return None
     if p.suffix.lower() == ".h5ad":
         return read_visium if _has_spatial(p) else None
     return read_visium if p.is_dir() and spaceranger_root(p) is not None else None
@@ -40,7 +39,7 @@ def napari_get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]]
 
 def read_visium(path: str | list[str]) -> list[LayerData]:
     """[the H&E as an RGB image layer, the spots as a Points layer]."""
-    p = Path(path[0] if isinstance(path, list) else path)
+    p = single_path(path) or Path(path[0])
     if p.suffix.lower() == ".h5ad":
         root, kind, spots = p, "h5ad", read_h5ad_spots(p)
     else:
