@@ -153,3 +153,13 @@ def test_layer_menus_follow_the_viewer_and_errors_are_notified(sections, qtbot):
     widget.real.value = fixed
     widget.register.native.click()  # the same layer twice: a notification, no crash
     assert not widget.registering.running
+
+
+def test_removing_the_dock_releases_the_flip_key(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    dock, _ = viewer.window.add_plugin_dock_widget("napari-mupd", "Compare stains")
+    flip = KeyBinding.from_str("F")
+    qtbot.waitUntil(dock.isVisible)
+    assert flip in viewer.keymap
+    viewer.window.remove_dock_widget(dock)
+    assert flip not in viewer.keymap

@@ -8,6 +8,8 @@ haematoxylin), and compute agreement metrics with a 2-D histogram of marker inte
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSlider, Label, PushButton, Table
@@ -16,6 +18,8 @@ from matplotlib.figure import Figure
 from napari.components.grid import GridCanvas
 from napari.utils.key_bindings import KeyBinding
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QWidget
 
 from napari_mupd.engine.models import Cancelled
 from napari_mupd.engine.registration import register_auto, register_landmarks
@@ -85,7 +89,12 @@ class CompareStainsWidget(Container):
         self.register.changed.connect(self.start_registration)
         self.measure.changed.connect(self.start_metrics)
         self._show_method()
+        self._visibility = _OnVisibility(self.native, self._on_visible)
         self._bind_flip(True)
+
+    def _on_visible(self, visible: bool) -> None:
+        """``F`` flips only while this dock is shown (removing the dock releases it)."""
+        self._bind_flip(visible and self.mode.value == OVERLAY)
 
     # -- viewing ---------------------------------------------------------------------
     def show_mode(self) -> None:
@@ -238,6 +247,20 @@ class CompareStainsWidget(Container):
         if real is virtual:
             raise MuPDError(f"{real.name!r} is both the real and the virtual (or its source)")
         return real, virtual
+
+
+class _OnVisibility(QObject):
+    """Calls ``callback(visible)`` when ``widget`` is shown or hidden."""
+
+    def __init__(self, widget: QWidget, callback: Callable[[bool], None]) -> None:
+        super().__init__(widget)
+        self.callback = callback
+        widget.installEventFilter(self)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        if event.type() in (QEvent.Type.Show, QEvent.Type.Hide):
+            self.callback(event.type() == QEvent.Type.Show)
+        return False
 
 
 def viewer_grid(viewer: napari.viewer.Viewer) -> GridCanvas:
