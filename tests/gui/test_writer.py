@@ -87,7 +87,7 @@ def test_float_layer_round_trip(make_napari_viewer, tmp_path):
 
 @pytest.mark.xfail(
     reason="napari-ome-zarr 0.10 reads only the first transform of datasets[0] (the scale) "
-    "and drops the NGFF 0.4 translation (ome/napari-ome-zarr#73-like); ome-zarr-py reads it",
+    "and drops the NGFF 0.4 translation; ome-zarr-py and our reader keep it",
     strict=True,  # an unexpected pass fails: napari-ome-zarr then keeps the translation
 )
 def test_translate_through_napari_ome_zarr(make_napari_viewer, tmp_path):
