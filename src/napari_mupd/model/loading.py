@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from napari_mupd.errors import MuPDError
@@ -11,6 +13,7 @@ from napari_mupd.resources import resolve_model
 
 _PIPELINES: dict[tuple[str, float, str], MuPDPipeline] = {}
 _LOCK = threading.Lock()
+_IN_USE: dict[int, threading.Lock] = {}
 
 
 def available_devices() -> list[str]:
@@ -49,3 +52,19 @@ def load_pipeline(model: str | Path | None = None, device: str | None = None) ->
         if key not in _PIPELINES:
             _PIPELINES[key] = MuPDPipeline.from_pretrained(path, device=dev)
         return _PIPELINES[key]
+
+
+@contextmanager
+def using_pipeline(
+    model: str | Path | None = None, device: str | None = None
+) -> Iterator[MuPDPipeline]:
+    """:func:`load_pipeline`, held by one caller at a time.
+
+    Jobs that share the cached pipeline take turns: its ``interrupt`` flag (how a job
+    is cancelled mid-sampling) would otherwise stop every job running on it.
+    """
+    pipe = load_pipeline(model, device)
+    with _LOCK:
+        lock = _IN_USE.setdefault(id(pipe), threading.Lock())
+    with lock:
+        yield pipe

@@ -27,7 +27,7 @@ from napari_mupd.engine.region import Region
 from napari_mupd.errors import MuPDError, RegionError
 from napari_mupd.layers import layer_slide, region_from_shape, region_from_view
 from napari_mupd.model.config import MuPDConfig
-from napari_mupd.model.loading import available_devices, load_pipeline
+from napari_mupd.model.loading import available_devices, using_pipeline
 from napari_mupd.resources import resolve_model
 from napari_mupd.widgets._runner import Cancel, Report, TaskRunner
 
@@ -183,14 +183,14 @@ class ExportTilesWidget(Container):
         }
 
         def job(report: Report, cancel: Cancel) -> tuple[Path, bool]:
-            pipe = load_pipeline(model, device)
-            try:
-                path = export_tiles(
-                    slide, region, pipe, out, progress=report, cancel=cancel, **options
-                )
-            except Cancelled:
-                return out / "manifest.csv", False
-            return path, True
+            with using_pipeline(model, device) as pipe:
+                try:
+                    path = export_tiles(
+                        slide, region, pipe, out, progress=report, cancel=cancel, **options
+                    )
+                except Cancelled:
+                    return out / "manifest.csv", False
+                return path, True
 
         self.status.value = f"exporting to {out} ..."
         worker = self.runner.start("Export tiles", job, self._done)

@@ -22,7 +22,7 @@ from magicgui.widgets import (
 from napari_mupd.engine.synthesis import mosaic, reference_tile, synthesize
 from napari_mupd.errors import ConditionError
 from napari_mupd.layers import layer_slide
-from napari_mupd.model.loading import load_pipeline
+from napari_mupd.model.loading import using_pipeline
 from napari_mupd.widgets._controls import ModelPicker, RegionPicker, layer_menu
 from napari_mupd.widgets._runner import Cancel, Report, TaskRunner
 
@@ -143,27 +143,28 @@ class GenerateTissueWidget(Container):
         )
 
         def job(report: Report, cancel: Cancel) -> tuple[np.ndarray, dict[str, Any]]:
-            pipe = load_pipeline(model_path, device)
-            reference = None
-            if reference_args is not None:
-                slide, region = reference_args
-                reference = reference_tile(slide, region, pipe.config.resolution, pipe.config.mpp)
-            images, meta = synthesize(
-                pipe,
-                text=text,
-                rna=rna,
-                reference=reference,
-                num_images=n,
-                seed=seed,
-                steps=steps,
-                guidance=guidance,
-                progress=report,
-                cancel=cancel,
-            )
-            meta["mpp"] = pipe.config.mpp
-            if reference_args is not None:
-                meta["reference_region"] = vars(reference_args[1])
-            return images, meta
+            with using_pipeline(model_path, device) as pipe:
+                reference = None
+                if reference_args is not None:
+                    slide, region = reference_args
+                    config = pipe.config
+                    reference = reference_tile(slide, region, config.resolution, config.mpp)
+                images, meta = synthesize(
+                    pipe,
+                    text=text,
+                    rna=rna,
+                    reference=reference,
+                    num_images=n,
+                    seed=seed,
+                    steps=steps,
+                    guidance=guidance,
+                    progress=report,
+                    cancel=cancel,
+                )
+                meta["mpp"] = pipe.config.mpp
+                if reference_args is not None:
+                    meta["reference_region"] = vars(reference_args[1])
+                return images, meta
 
         self.status.value = f"generating {n} tile(s) ..."
         worker = self.runner.start("Generate tissue", job, self.add_results)

@@ -11,7 +11,7 @@ from napari_mupd.engine.models import PipelineTileModel
 from napari_mupd.engine.region import StainResult, stain_region
 from napari_mupd.errors import RegionError
 from napari_mupd.layers import layer_slide, result_layers
-from napari_mupd.model.loading import load_pipeline
+from napari_mupd.model.loading import using_pipeline
 from napari_mupd.widgets._controls import Conditions, ModelPicker, RegionPicker
 from napari_mupd.widgets._runner import Cancel, Report, TaskRunner
 
@@ -64,29 +64,29 @@ class VirtualStainWidget(Container):
         guidance = self.conditions.guidance()
 
         def job(report: Report, cancel: Cancel) -> list[StainResult]:
-            pipe = load_pipeline(model_path, device)
-            model = PipelineTileModel(
-                pipe, target, text=text, rna=rna, steps=steps, guidance=guidance
-            )
-            slide = layer_slide(image)
-            results = []
-            for i, region in enumerate(regions):
-
-                def progress(done: int, total: int, i: int = i) -> None:
-                    report(i * total + done, len(regions) * total)
-
-                results.append(
-                    stain_region(
-                        slide,
-                        region,
-                        model,
-                        seed=seed,
-                        samples=samples,
-                        progress=progress,
-                        cancel=cancel,
-                    )
+            with using_pipeline(model_path, device) as pipe:
+                model = PipelineTileModel(
+                    pipe, target, text=text, rna=rna, steps=steps, guidance=guidance
                 )
-            return results
+                slide = layer_slide(image)
+                results = []
+                for i, region in enumerate(regions):
+
+                    def progress(done: int, total: int, i: int = i) -> None:
+                        report(i * total + done, len(regions) * total)
+
+                    results.append(
+                        stain_region(
+                            slide,
+                            region,
+                            model,
+                            seed=seed,
+                            samples=samples,
+                            progress=progress,
+                            cancel=cancel,
+                        )
+                    )
+                return results
 
         self.status.value = f"staining {len(regions)} region(s) with {target} ..."
         worker = self.runner.start(
