@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from helpers import CMU1, shared
+from napari_mupd.errors import RegionError
+from napari_mupd.widgets import stain
 from napari_mupd.widgets._controls import FIELD_OF_VIEW
 from napari_mupd.widgets.stain import VirtualStainWidget
 
@@ -105,10 +107,17 @@ def test_polygon_and_field_of_view(setup, qtbot):
     assert abs(region.x + region.width / 2 - 900.5) <= 1
 
 
-def test_bad_inputs_notify_and_keep_the_viewer(setup, qtbot):
-    _, _, widget = setup
+def test_bad_inputs_notify_and_keep_the_viewer(setup, qtbot, monkeypatch):
+    viewer, _, widget = setup
     widget.run.clicked.emit()  # no shapes yet: an error notification, no crash, no worker
     assert not widget.runner.running and widget.added == []
+    slide = widget.region.image()
+    add_rectangle(viewer, slide, 0, 0, 2220, 2967)
+    monkeypatch.setattr(stain, "MAX_PIXELS", 500 * 500)  # the sample at 1 um/px: 1108 x 1481
+    widget.run.clicked.emit()
+    assert not widget.runner.running and widget.added == []
+    with pytest.raises(RegionError, match="1108 x 1481 px"):
+        widget.check_size(slide, widget.region.regions())
     widget.model.folder.value = "/nonexistent/model"
     assert widget.model.target.choices == ()
     assert "no MuPD checkpoint" in widget.model.about.value

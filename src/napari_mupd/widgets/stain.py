@@ -8,12 +8,15 @@ import napari
 from magicgui.widgets import Container, Label, PushButton, SpinBox
 
 from napari_mupd.engine.models import PipelineTileModel
-from napari_mupd.engine.region import StainResult, stain_region
+from napari_mupd.engine.region import Region, StainResult, stain_region
 from napari_mupd.errors import RegionError
-from napari_mupd.layers import layer_slide, result_layers
+from napari_mupd.layers import layer_mpp, layer_slide, result_layers
 from napari_mupd.model.loading import using_pipeline
 from napari_mupd.widgets._controls import Conditions, ModelPicker, RegionPicker
 from napari_mupd.widgets._runner import Cancel, Report, TaskRunner
+
+#: The largest region stained into layers here (pixels at the model's resolution).
+MAX_PIXELS = 8192 * 8192
 
 
 class VirtualStainWidget(Container):
@@ -56,6 +59,7 @@ class VirtualStainWidget(Container):
             if not target:
                 raise RegionError("the model has no virtual staining target")
             text, rna = self.conditions.prompt(), self.conditions.rna_path()
+            self.check_size(image, regions)
         except Exception as exc:  # shown to the user; the viewer stays alive
             napari.utils.notifications.show_error(str(exc))
             return
@@ -93,6 +97,21 @@ class VirtualStainWidget(Container):
             f"Virtual {target}", job, lambda results: self.add_results(results, image, target)
         )
         worker.errored.connect(lambda exc: setattr(self.status, "value", f"stopped: {exc}"))
+
+    def check_size(self, image: napari.layers.Image, regions: list[Region]) -> None:
+        """Refuse regions too big to hold in memory as layers (whole slides: mupd stain)."""
+        mpp = self.model.config().mpp
+        slide_mpp = layer_mpp(image)
+        d = mpp / slide_mpp[0] if mpp and slide_mpp else 1.0
+        for region in regions:
+            pixels = (region.width / d) * (region.height / d)
+            if pixels > MAX_PIXELS:
+                side = int(MAX_PIXELS**0.5)
+                raise RegionError(
+                    f"the region is {region.width / d:.0f} x {region.height / d:.0f} px at the "
+                    f"model's {mpp} µm/px; stain up to about {side} x {side} px here, zoom in "
+                    "or draw a smaller shape, and use `mupd stain` for whole slides"
+                )
 
     def add_results(
         self, results: list[StainResult], image: napari.layers.Image, target: str
