@@ -134,7 +134,7 @@ def export_tiles(out: Path, folder: Path) -> None:
     viewer = new_viewer()
     viewer.open(str(sample_slide_path()), plugin="napari-mupd")
     widget = dock(viewer, "Export tiles")
-    widget.region.value = "whole image"
+    widget.region.mode.value = "whole image"
     widget.count.value = 8
     widget.out.value = str(folder)
     widget.run.clicked.emit()

@@ -22,7 +22,7 @@ def setup(make_napari_viewer, tiny_model_dir, tmp_path):
     _, widget = viewer.window.add_plugin_dock_widget("napari-mupd", "Export tiles")
     assert isinstance(widget, ExportTilesWidget)
     (slide_layer,) = viewer.open(str(shared(CMU1)), plugin="napari-mupd")
-    widget.model.value = str(tiny_model_dir)
+    widget.model.use_folder(str(tiny_model_dir))
     widget.out.value = str(tmp_path / "tiles")
     return viewer, slide_layer, widget, tmp_path / "tiles"
 
@@ -42,20 +42,20 @@ def rows(out):
 
 def test_menus_follow_the_viewer_and_the_model(setup):
     viewer, slide_layer, widget, _ = setup
-    assert widget.source.value is slide_layer
-    assert list(widget.targets.choices) == ["H&E", "IHC:Ki67", "mIF:CD3,CD8"]
-    assert widget.targets.value == ["IHC:Ki67"] and widget.tile_size.value == 64
+    assert widget.region.source.value is slide_layer
+    assert list(widget.model.target.choices) == ["H&E", "IHC:Ki67", "mIF:CD3,CD8"]
+    assert widget.model.target.value == ["IHC:Ki67"] and widget.tile_size.value == 64
     shapes = viewer.add_shapes()
-    assert shapes in widget.shapes.choices
+    assert shapes in widget.region.shapes.choices
     viewer.layers.remove(shapes)
-    assert shapes not in widget.shapes.choices
+    assert shapes not in widget.region.shapes.choices
 
 
 def test_exports_the_tiles_of_a_rectangle(setup, qtbot):
     viewer, slide_layer, widget, out = setup
     x, y, w, h = 700, 1100, 1000, 1200
     add_rectangle(viewer, slide_layer, x, y, w, h)
-    widget.targets.value = ["IHC:Ki67", "H&E"]
+    widget.model.target.value = ["IHC:Ki67", "H&E"]
     widget.count.value = 2
     widget.text.value = "tumor"
     widget.run.clicked.emit()
@@ -73,7 +73,7 @@ def test_exports_the_tiles_of_a_rectangle(setup, qtbot):
 
 def test_cancel_stops_and_leaves_a_manifest(setup, qtbot):
     _, _, widget, out = setup
-    widget.region.value = WHOLE_IMAGE
+    widget.region.mode.value = WHOLE_IMAGE
     widget.count.value = 50
     widget.steps.value = 300  # slow enough to cancel
     widget.run.clicked.emit()
@@ -105,7 +105,7 @@ def test_field_of_view_and_worker_errors(setup, qtbot, tmp_path):
     viewer.scene.camera.center = (1700 * 0.499, 1200 * 0.499)
     viewer.scene.camera.zoom = 1.0
     view = region_from_view(viewer, slide_layer)
-    widget.region.value = FIELD_OF_VIEW
+    widget.region.mode.value = FIELD_OF_VIEW
     widget.count.value = 1
     widget.run.clicked.emit()
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60_000)

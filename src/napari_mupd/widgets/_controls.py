@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import napari
@@ -12,6 +13,7 @@ from magicgui.widgets import (
     FloatSpinBox,
     Label,
     LineEdit,
+    Select,
     create_widget,
 )
 
@@ -24,21 +26,28 @@ from napari_mupd.resources import BUNDLED_MODEL, resolve_model
 
 FIELD_OF_VIEW = "field of view"
 SHAPES = "shapes (selected, else all)"
+WHOLE_IMAGE = "whole image"
 BUNDLED = f"bundled ({BUNDLED_MODEL})"
 FOLDER = "folder ..."
 
 
 class ModelPicker(Container):
-    """The bundled checkpoint or a folder, a device, and the targets the model offers."""
+    """The bundled checkpoint or a folder, a device, and the targets the model offers.
 
-    def __init__(self, kinds: tuple[str, ...]) -> None:
-        self.kinds = kinds
+    ``kinds`` filters the targets ("H&E", "IHC", "mIF"); ``multiple`` offers a list to
+    pick several from. Functions in ``on_config`` get each newly read config.
+    """
+
+    def __init__(self, kinds: tuple[str, ...], multiple: bool = False) -> None:
+        self.kinds, self.multiple = kinds, multiple
+        self.on_config: list[Callable[[MuPDConfig], None]] = []
         self.source = ComboBox(choices=[BUNDLED, FOLDER], value=BUNDLED, label="model")
         self.folder = FileEdit(mode="d", label="folder", tooltip="a MuPD checkpoint folder")
         self.folder.visible = False
         self.device = ComboBox(choices=available_devices(), label="device", value="auto")
         self._targets: list[str] = []
-        self.target = ComboBox(label="target", choices=lambda _: self._targets)
+        menu = Select if multiple else ComboBox
+        self.target = menu(label="targets" if multiple else "target", choices=self._choices)
         self.about = Label(value="")
         super().__init__(
             widgets=[self.source, self.folder, self.device, self.target, self.about], labels=True
@@ -47,6 +56,9 @@ class ModelPicker(Container):
         self.source.changed.connect(self.refresh)
         self.folder.changed.connect(self.refresh)
         self.refresh()
+
+    def _choices(self, _: object) -> list[str]:
+        return self._targets
 
     def use_folder(self, folder: str) -> None:
         """Switch to the checkpoint in ``folder``."""
@@ -74,8 +86,13 @@ class ModelPicker(Container):
             return
         self._targets = [t for t in config.targets if t.split(":")[0] in self.kinds]
         self.target.reset_choices()
+        if self.multiple:  # one virtual stain to start with
+            virtual = [t for t in self._targets if config.resolve_target(t).uses_source]
+            self.target.value = virtual[:1] or self._targets[:1]
         name = Path(self.path).name if self.path else BUNDLED_MODEL
         self.about.value = f"{name}: {config.resolution} px tiles at {config.mpp} µm/px"
+        for callback in self.on_config:
+            callback(config)
 
 
 class Conditions(Container):
@@ -129,12 +146,16 @@ def layer_menu(viewer: napari.viewer.Viewer, kind: type, **options: object) -> C
 
 
 class RegionPicker(Container):
-    """A source image layer and regions on it: shapes of a Shapes layer, or the view."""
+    """A source image layer and regions on it: shapes of a Shapes layer, the view, or
+    (with ``whole_image``) all of it."""
 
-    def __init__(self, viewer: napari.viewer.Viewer, source_label: str = "source") -> None:
+    def __init__(
+        self, viewer: napari.viewer.Viewer, source_label: str = "source", whole_image: bool = False
+    ) -> None:
         self.viewer = viewer
         self.source = layer_menu(viewer, napari.layers.Image, label=source_label)
-        self.mode = ComboBox(choices=[SHAPES, FIELD_OF_VIEW], value=SHAPES, label="region")
+        modes = [SHAPES, FIELD_OF_VIEW, *([WHOLE_IMAGE] if whole_image else [])]
+        self.mode = ComboBox(choices=modes, value=SHAPES, label="region")
         self.shapes = layer_menu(
             viewer, napari.layers.Shapes, label="shapes", nullable=True,
             tooltip="empty: the top Shapes layer",
@@ -164,3 +185,10 @@ class RegionPicker(Container):
             raise RegionError("draw a rectangle or polygon on a Shapes layer, or use the view")
         chosen = sorted(shapes.selected_data) or range(len(shapes.data))
         return [region_from_shape(shapes, i, image) for i in chosen]
+
+    def region(self) -> Region | None:
+        """One region: the first of :meth:`regions`, or None for the whole image."""
+        if self.mode.value == WHOLE_IMAGE:
+            self.image()
+            return None
+        return self.regions()[0]

@@ -2,38 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import napari
 from magicgui.widgets import (
     CheckBox,
-    ComboBox,
     Container,
     FileEdit,
     Label,
     LineEdit,
     PushButton,
-    Select,
     SpinBox,
-    create_widget,
 )
 from napari.utils.notifications import show_error, show_info
 
 from napari_mupd.engine.export import export_tiles
 from napari_mupd.engine.models import Cancelled
-from napari_mupd.engine.region import Region
-from napari_mupd.errors import MuPDError, RegionError
-from napari_mupd.layers import layer_slide, region_from_shape, region_from_view
+from napari_mupd.errors import MuPDError
+from napari_mupd.layers import layer_slide
 from napari_mupd.model.config import MuPDConfig
-from napari_mupd.model.loading import available_devices, using_pipeline
-from napari_mupd.resources import resolve_model
+from napari_mupd.model.loading import using_pipeline
+from napari_mupd.widgets._controls import FIELD_OF_VIEW, WHOLE_IMAGE, ModelPicker, RegionPicker
 from napari_mupd.widgets._runner import Cancel, Report, TaskRunner
 
-SHAPE = "shape (selected, else first)"
-FIELD_OF_VIEW = "field of view"
-WHOLE_IMAGE = "whole image"
+__all__ = ["FIELD_OF_VIEW", "WHOLE_IMAGE", "ExportTilesWidget"]
 
 
 def _path(edit: FileEdit) -> Path | None:
@@ -47,27 +39,8 @@ class ExportTilesWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
-        self._targets: list[str] = []
-        self.source = create_widget(
-            annotation=napari.layers.Image,
-            label="source",
-            options={"choices": self._layers(napari.layers.Image)},
-        )
-        self.region = ComboBox(
-            choices=[SHAPE, FIELD_OF_VIEW, WHOLE_IMAGE], value=SHAPE, label="region"
-        )
-        self.shapes = create_widget(
-            annotation=napari.layers.Shapes,
-            label="shapes",
-            options={
-                "nullable": True,
-                "tooltip": "empty: the top Shapes layer",
-                "choices": self._layers(napari.layers.Shapes),
-            },
-        )
-        self.model = FileEdit(mode="d", label="model", tooltip="empty: the bundled checkpoint")
-        self.device = ComboBox(choices=available_devices(), value="auto", label="device")
-        self.targets = Select(label="targets", choices=lambda _: self._targets)
+        self.region = RegionPicker(viewer, whole_image=True)
+        self.model = ModelPicker(kinds=("H&E", "IHC", "mIF"), multiple=True)
         self.tile_size = SpinBox(label="tile size", value=256, min=16, max=4096, step=16)
         self.count = SpinBox(label="tiles", value=16, min=1, max=1_000_000)
         self.text = LineEdit(label="text", tooltip="optional prompt for the generated tiles")
@@ -83,12 +56,8 @@ class ExportTilesWidget(Container):
         self.status = Label(value="")
         super().__init__(
             widgets=[
-                self.source,
                 self.region,
-                self.shapes,
                 self.model,
-                self.device,
-                self.targets,
                 self.tile_size,
                 self.count,
                 self.text,
@@ -103,60 +72,19 @@ class ExportTilesWidget(Container):
         )
         self.runner = TaskRunner(self.run, self.cancel)
         self.run.changed.connect(self.start)
-        self.model.changed.connect(self.read_model)
-        self.region.changed.connect(
-            lambda: setattr(self.shapes, "enabled", self.region.value == SHAPE)
-        )
-        for event in ("inserted", "removed", "reordered"):  # the layer menus follow the viewer
-            getattr(self.viewer.layers.events, event).connect(self.reset_choices)
-        self.read_model()
+        self.model.on_config.append(self._tile_size_of)
+        self._tile_size_of(self.model.config())
 
-    def _layers(self, kind: type) -> Callable[[Any], list[napari.layers.Layer]]:
-        """Choices of a layer menu: this viewer's layers of ``kind``, docked or not."""
-        return lambda _: [layer for layer in self.viewer.layers if isinstance(layer, kind)]
-
-    def read_model(self) -> None:
-        """Offer the checkpoint's targets and tile size; say what is wrong otherwise."""
-        path = _path(self.model)
-        try:
-            config = MuPDConfig.load(resolve_model(str(path) if path else None))
-        except (MuPDError, OSError, ValueError) as exc:
-            self._targets = []
-            self.targets.reset_choices()
-            self.status.value = f"<font color='orange'>{exc}</font>"
-            return
-        self._targets = list(config.targets)
-        self.targets.reset_choices()
-        virtual = [t for t in self._targets if config.resolve_target(t).uses_source]
-        self.targets.value = virtual[:1] or self._targets[:1]
+    def _tile_size_of(self, config: MuPDConfig) -> None:
+        """The model's own tile size by default, in the steps it accepts."""
         self.tile_size.step = 8 * config.patch_size
         self.tile_size.value = config.resolution
-        self.status.value = f"{config.name}: {config.resolution} px tiles at {config.mpp} µm/px"
-
-    def _region(self, image: napari.layers.Image) -> Region | None:
-        """The region to tile on ``image``'s level 0 (None: the whole image)."""
-        if self.region.value == WHOLE_IMAGE:
-            return None
-        if self.region.value == FIELD_OF_VIEW:
-            return region_from_view(self.viewer, image)
-        shapes = self.shapes.value or next(
-            (la for la in reversed(self.viewer.layers) if isinstance(la, napari.layers.Shapes)),
-            None,
-        )
-        if shapes is None or not len(shapes.data):
-            raise RegionError(
-                "draw a rectangle or polygon on a Shapes layer, or pick another region"
-            )
-        index = min(shapes.selected_data) if shapes.selected_data else 0
-        return region_from_shape(shapes, index, image)
 
     def start(self) -> None:
         """Check the inputs here, then export in a worker thread."""
         try:
-            image = self.source.value
-            if image is None:
-                raise MuPDError("open a slide first: there is no image layer")
-            if not self.targets.value:
+            image = self.region.image()
+            if not self.model.target.value:
                 raise MuPDError("choose at least one target")
             out = _path(self.out)
             if out is None:
@@ -164,17 +92,17 @@ class ExportTilesWidget(Container):
             rna = _path(self.rna)
             if rna is not None and not rna.is_file():
                 raise MuPDError(f"RNA file {rna} does not exist")
-            region = self._region(image)
+            region = self.region.region()
             slide = layer_slide(image)
         except MuPDError as exc:
             self.status.value = f"<font color='red'>{exc}</font>"
             show_error(f"Export tiles: {exc}")
             return
-        model, device = _path(self.model), self.device.value
+        model, device = self.model.path, self.model.device.value
         options = {
             "tile_size": self.tile_size.value,
             "count": self.count.value,
-            "targets": list(self.targets.value),
+            "targets": list(self.model.target.value),
             "text": self.text.value.strip() or None,
             "rna": None if rna is None else str(rna),
             "use_reference": self.reference.value,
