@@ -14,6 +14,7 @@ from magicgui.widgets import (
     Label,
     LineEdit,
     Select,
+    Widget,
     create_widget,
 )
 
@@ -129,6 +130,11 @@ class Conditions(Container):
         if all(v == 1.0 for v in scales.values()):
             return 1.0
         return scales
+
+
+def button_row(*buttons: Widget) -> Container:
+    """Buttons side by side (Run and Cancel)."""
+    return Container(widgets=list(buttons), layout="horizontal", labels=False)
 
 
 def layer_menu(viewer: napari.viewer.Viewer, kind: type, **options: object) -> ComboBox:

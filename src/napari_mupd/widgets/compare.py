@@ -26,7 +26,7 @@ from napari_mupd.engine.registration import register_auto, register_landmarks
 from napari_mupd.errors import MuPDError
 from napari_mupd.eval.compare import Comparison, compare_stains
 from napari_mupd.layers import layer_thumbnail, read_on_grid, world_matrix
-from napari_mupd.widgets._controls import layer_menu
+from napari_mupd.widgets._controls import button_row, layer_menu
 from napari_mupd.widgets._runner import Cancel, Report, TaskRunner
 
 SIDE_BY_SIDE, OVERLAY = "side by side", "overlay"
@@ -72,8 +72,8 @@ class CompareStainsWidget(Container):
                 self.method,
                 self.fixed_points,
                 self.moving_points,
-                _row(self.register, self.cancel_register),
-                _row(self.measure, self.cancel_measure),
+                button_row(self.register, self.cancel_register),
+                button_row(self.measure, self.cancel_measure),
                 self.status,
                 self.table,
             ]
@@ -267,10 +267,6 @@ def viewer_grid(viewer: napari.viewer.Viewer) -> GridCanvas:
     """The viewer's grid model: ``viewer.canvas.grid`` from napari 0.9, ``viewer.grid`` before."""
     grid = getattr(viewer.canvas, "grid", None)
     return viewer.grid if grid is None else grid
-
-
-def _row(*widgets: PushButton) -> Container:
-    return Container(widgets=list(widgets), layout="horizontal", labels=False)
 
 
 def _yx(matrix_xy: np.ndarray) -> np.ndarray:

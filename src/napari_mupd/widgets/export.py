@@ -22,7 +22,13 @@ from napari_mupd.errors import MuPDError
 from napari_mupd.layers import layer_slide
 from napari_mupd.model.config import MuPDConfig
 from napari_mupd.model.loading import using_pipeline
-from napari_mupd.widgets._controls import FIELD_OF_VIEW, WHOLE_IMAGE, ModelPicker, RegionPicker
+from napari_mupd.widgets._controls import (
+    FIELD_OF_VIEW,
+    WHOLE_IMAGE,
+    ModelPicker,
+    RegionPicker,
+    button_row,
+)
 from napari_mupd.widgets._runner import Cancel, Report, TaskRunner
 
 __all__ = ["FIELD_OF_VIEW", "WHOLE_IMAGE", "ExportTilesWidget"]
@@ -66,7 +72,7 @@ class ExportTilesWidget(Container):
                 self.seed,
                 self.steps,
                 self.out,
-                Container(widgets=[self.run, self.cancel], layout="horizontal", labels=False),
+                button_row(self.run, self.cancel),
                 self.status,
             ]
         )

@@ -23,7 +23,7 @@ from napari_mupd.engine.synthesis import mosaic, reference_tile, synthesize
 from napari_mupd.errors import ConditionError
 from napari_mupd.layers import layer_slide
 from napari_mupd.model.loading import using_pipeline
-from napari_mupd.widgets._controls import ModelPicker, RegionPicker, layer_menu
+from napari_mupd.widgets._controls import ModelPicker, RegionPicker, button_row, layer_menu
 from napari_mupd.widgets._runner import Cancel, Report, TaskRunner
 
 NO_RNA, RNA_FILE, RNA_SPOTS = "none", "file (.csv, .h5ad)", "selected Visium spots"
@@ -71,7 +71,7 @@ class GenerateTissueWidget(Container):
                 self.layout_choice,
                 self.steps,
                 self.seed,
-                Container(widgets=[self.run, self.cancel], layout="horizontal", labels=False),
+                button_row(self.run, self.cancel),
                 self.status,
             ]
         )

@@ -12,7 +12,7 @@ from napari_mupd.engine.region import Region, StainResult, stain_region
 from napari_mupd.errors import RegionError
 from napari_mupd.layers import layer_mpp, layer_slide, result_layers
 from napari_mupd.model.loading import using_pipeline
-from napari_mupd.widgets._controls import Conditions, ModelPicker, RegionPicker
+from napari_mupd.widgets._controls import Conditions, ModelPicker, RegionPicker, button_row
 from napari_mupd.widgets._runner import Cancel, Report, TaskRunner
 
 #: The largest region stained into layers here (pixels at the model's resolution).
@@ -43,7 +43,7 @@ class VirtualStainWidget(Container):
                 self.steps,
                 self.seed,
                 self.samples,
-                Container(widgets=[self.run, self.cancel], layout="horizontal", labels=False),
+                button_row(self.run, self.cancel),
                 self.status,
             ]
         )
