@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from napari_mupd import __version__
-from napari_mupd.engine.models import Cancel, Cancelled
+from napari_mupd.engine.models import Cancel, Cancelled, sample
 from napari_mupd.engine.region import Grid, Progress, Region
 from napari_mupd.engine.tissue import slide_tissue_mask, tissue_fraction
 from napari_mupd.errors import ConditionError, MuPDError
@@ -344,16 +344,12 @@ def _generate(
     cancel: Cancel,
 ) -> np.ndarray:
     """One tile of ``spec`` as uint8 (H, W, C); raises :class:`Cancelled` mid-sampling."""
-
-    def check(pipe: Any, step: int, t: float, state: dict) -> dict:
-        if cancel():
-            pipe.interrupt = True
-        return state
-
     image = conditions["image"]
     if image is not None and not spec.uses_source:  # a reference tile at the model's size
         image = _resize(image, pipe.config.resolution)
-    result = pipe(
+    result = sample(
+        pipe,
+        cancel,
         text=conditions["text"],
         rna=conditions["rna"],
         image=image,
@@ -362,11 +358,7 @@ def _generate(
         width=None if spec.uses_source else size,
         num_inference_steps=steps,
         generator=seed,
-        callback_on_step_end=check,
-        output_type="np",
     )
-    if result.interrupted:
-        raise Cancelled("cancelled")
     return (np.clip(result.images[0], 0, 1) * 255 + 0.5).astype(np.uint8)
 
 

@@ -16,6 +16,31 @@ class Cancelled(MuPDError):
     """The user cancelled a running job."""
 
 
+def sample(
+    pipe: Any,
+    cancel: Cancel,
+    progress: Callable[[int, int], None] | None = None,
+    total: int = 0,
+    **kwargs: Any,
+) -> Any:
+    """``pipe(**kwargs)`` that stops within a step once ``cancel()`` turns true.
+
+    Raises :class:`Cancelled` when interrupted; ``progress(step, total)`` after each step.
+    """
+
+    def step_end(p: Any, step: int, t: float, state: dict) -> dict:
+        if progress is not None:
+            progress(step + 1, total)
+        if cancel():
+            p.interrupt = True
+        return state
+
+    out = pipe(callback_on_step_end=step_end, output_type="np", **kwargs)
+    if out.interrupted:
+        raise Cancelled("cancelled")
+    return out
+
+
 class TileModel(Protocol):
     """Maps (B, T, T, 3) uint8 source tiles (plus noise) to (B, T, T, C) float32 in [0, 1]."""
 
@@ -57,13 +82,10 @@ class PipelineTileModel:
         """Run the pipeline on a batch; raises :class:`Cancelled` when ``cancel`` turns true."""
         import torch
 
-        def check(pipe: Any, step: int, t: float, state: dict) -> dict:
-            if cancel():
-                pipe.interrupt = True
-            return state
-
         n = len(sources)
-        out = self.pipe(
+        out = sample(
+            self.pipe,
+            cancel,
             image=sources,
             text=None if self.text is None else [self.text] * n,
             rna=self.rna,
@@ -71,11 +93,7 @@ class PipelineTileModel:
             num_inference_steps=self.steps,
             guidance_scale=self.guidance,
             latents=None if noise is None else torch.from_numpy(noise),
-            callback_on_step_end=check,
-            output_type="np",
         )
-        if out.interrupted:
-            raise Cancelled("cancelled")
         return out.images
 
     def provenance(self) -> dict[str, Any]:

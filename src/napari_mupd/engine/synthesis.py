@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_mupd.engine.models import Cancel, Cancelled
+from napari_mupd.engine.models import Cancel, sample
 from napari_mupd.engine.region import Grid, Progress, Region
 from napari_mupd.errors import ConditionError
 from napari_mupd.io import Slide
@@ -41,19 +41,14 @@ def synthesize(
     text = text.strip() if isinstance(text, str) else text
     if not text and rna is None and reference is None:
         raise ConditionError("give a prompt, an RNA profile or a reference tile")
-    total = steps or pipe.config.default_steps["H&E"]
-
-    def step_end(p: Any, step: int, t: float, state: dict) -> dict:
-        if progress is not None:
-            progress(step + 1, total)
-        if cancel():
-            p.interrupt = True
-        return state
-
     if isinstance(guidance, dict):  # scales for the conditions given only
         given = {"text": bool(text), "rna": rna is not None, "image": reference is not None}
         guidance = {m: g for m, g in guidance.items() if given[m]}
-    out = pipe(
+    out = sample(
+        pipe,
+        cancel,
+        progress,
+        steps or pipe.config.default_steps["H&E"],
         text=text or None,
         rna=rna,
         image=reference,
@@ -62,11 +57,7 @@ def synthesize(
         num_inference_steps=steps,
         guidance_scale=guidance,
         generator=seed,
-        callback_on_step_end=step_end,
-        output_type="np",
     )
-    if out.interrupted:
-        raise Cancelled("cancelled")
     meta = {**out.provenance(), "text": text or None}
     return np.asarray(out.images, np.float32), meta
 
