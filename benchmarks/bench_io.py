@@ -53,8 +53,10 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_mupd.resources import sample_slide_path
+
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE_SLIDE = Path("/work/shared/data/slides/CMU-1-Small-Region.svs")
+SOURCE_SLIDE = sample_slide_path()
 DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache"
 
 GENERATOR_VERSION = 2  # bump when the written files change

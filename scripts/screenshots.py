@@ -4,7 +4,7 @@
 
 Opens napari, docks each widget through the plugin manifest, drives it like a user
 (the bundled model on the bundled sample slide; the serial sections and Visium spots
-of ../shared/data for "Compare stains" and "Generate tissue") and saves the window.
+of the repository's data/ for "Compare stains" and "Generate tissue") and saves the window.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from qtpy.QtWidgets import QApplication
 
 from napari_mupd.resources import sample_slide_path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SECTIONS = SHARED / "serial_sections" / "mouse_lung_lesion3"
+DATA = Path(__file__).resolve().parents[1] / "data"
+SECTIONS = DATA / "serial_sections" / "mouse_lung_lesion3"
 
 
 def wait(widget, timeout: float = 600) -> None:
@@ -83,7 +83,7 @@ def virtual_stain(out: Path) -> None:
 
 def generate_tissue(out: Path) -> None:
     viewer = new_viewer()
-    brain = SHARED / "spatial" / "squidpy_mouse_brain" / "test_data.h5ad"
+    brain = DATA / "spatial" / "squidpy_mouse_brain" / "test_data.h5ad"
     layers = viewer.open(str(brain), plugin="napari-mupd")
     points = next(la for la in layers if isinstance(la, napari.layers.Points))
     points.selected_data = set(range(6))

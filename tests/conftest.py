@@ -1,7 +1,8 @@
-"""Session fixtures shared by the test folders."""
+"""Session fixtures shared by the test folders, and the skip limit of CI."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,31 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = MuPDConfig.from_dict({**MuPDConfig.tiny().to_dict(), "mpp": 1.0})
     MuPDPipeline.from_config(config).save_pretrained(folder)
     return folder
+
+
+# -- the skip limit ------------------------------------------------------------------------
+# Tests read only data kept in the repository, so a skip means something is missing that
+# should not be (only a GPU may be absent). With MUPD_MAX_SKIPS set (scripts/test.sh does),
+# a run with more skipped tests than that fails.
+_SKIPPED: set[str] = set()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _SKIPPED.add(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    limit = os.environ.get("MUPD_MAX_SKIPS")
+    if limit is not None and len(_SKIPPED) > int(limit):
+        terminalreporter.write_line(
+            f"FAILED: {len(_SKIPPED)} tests skipped, more than MUPD_MAX_SKIPS={limit}",
+            red=True,
+            bold=True,
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    limit = os.environ.get("MUPD_MAX_SKIPS")
+    if limit is not None and len(_SKIPPED) > int(limit) and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

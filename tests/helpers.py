@@ -1,4 +1,4 @@
-"""Test helpers: paths of the real data in ../shared/data and small slide writers."""
+"""Test helpers: paths of the real data in the repository's data/ and small slide writers."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import pytest
 import tifffile
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-SLIDES = SHARED_DATA / "slides"
+DATA = ROOT.parent / "shared" / "data"
+SLIDES = DATA / "slides"
 CMU1 = SLIDES / "CMU-1-Small-Region.svs"
 TCGA = SLIDES / "tcga-cr-7395-01a-01-ts1.svs"
 
 
-def shared(path: Path) -> Path:
+def path: Path -> Path:
     """A file of ../shared/data, or skip the test where the folder is absent."""
     if not path.exists():
         pytest.skip(f"real test data not present: {path}")
@@ -82,16 +82,16 @@ def write_ome_subifds(path: Path, image: np.ndarray, levels: int = 3, mpp: float
             tif.write(level, subfiletype=1, tile=(128, 128), compression="zlib", photometric="rgb")
 
 
-SECTIONS = SHARED_DATA / "serial_sections" / "mouse_lung_lesion3"
+SECTIONS = DATA / "serial_sections" / "mouse_lung_lesion3"
 LANDMARKS = SECTIONS / "landmarks_50pc" / "user-PS_scale-50pc"
-BRAIN = SHARED_DATA / "spatial" / "squidpy_mouse_brain"
+BRAIN = DATA / "spatial" / "squidpy_mouse_brain"
 
 
 def serial_sections(marker: str = "Ki67-7", target: str = "IHC:Ki67", **extra) -> dict:
     """A ``serial_sections`` dataset entry: the lung-lesion H&E and one IHC section."""
     name = "29-041-Izd2-w35-{}-les3"
     args = {
-        "fixed_image": str(shared(SECTIONS / f"{name.format('He')}.jpg")),
+        "fixed_image": str(SECTIONS / f"{name.format('He')}.jpg"),
         "moving_image": str(SECTIONS / f"{name.format(marker)}.jpg"),
         "fixed_landmarks": str(LANDMARKS / f"{name.format('He')}.csv"),
         "moving_landmarks": str(LANDMARKS / f"{name.format(marker)}.csv"),
@@ -103,5 +103,5 @@ def serial_sections(marker: str = "Ki67-7", target: str = "IHC:Ki67", **extra) -
 
 def brain_spots(**extra) -> dict:
     """An ``h5ad_spots`` dataset entry: the squidpy mouse-brain Visium spots."""
-    args = {"h5ad": str(shared(BRAIN / "test_data.h5ad")), "image": str(BRAIN / "test_img.jpg")}
+    args = {"h5ad": str(BRAIN / "test_data.h5ad"), "image": str(BRAIN / "test_img.jpg")}
     return {"h5ad_spots": {**args, **extra}}

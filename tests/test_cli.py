@@ -9,18 +9,18 @@ import sys
 import pytest
 from PIL import Image
 
-from helpers import CMU1, shared
+from helpers import CMU1
 from napari_mupd.cli import main
 
 
 def test_info_table(capsys):
-    assert main(["info", str(shared(CMU1))]) == 0
+    assert main(["info", str(CMU1)]) == 0
     out = capsys.readouterr().out
     assert "aperio" in out and "0.499" in out and "2967 x 2220" in out
 
 
 def test_info_json(capsys):
-    assert main(["info", str(shared(CMU1)), "--json"]) == 0
+    assert main(["info", str(CMU1), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["dimensions"] == [2220, 2967]
     assert summary["levels"][0]["tile"] == [240, 240]

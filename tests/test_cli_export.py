@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from helpers import CMU1, shared
+from helpers import CMU1
 from napari_mupd.cli import main
 
 
 def test_export_tiles_writes_resumes_and_refuses(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "tiles"
-    args = ["export-tiles", str(shared(CMU1)), "--out", str(out), "--model", str(tiny_model_dir)]
+    args = ["export-tiles", str(CMU1), "--out", str(out), "--model", str(tiny_model_dir)]
     args += ["--roi", "700,1100,1000,1200", "--n", "2", "--target", "IHC:Ki67", "--target", "H&E"]
     args += ["--text", "tumor", "--device", "cpu"]
     assert main(args) == 0

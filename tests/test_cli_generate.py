@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import SHARED_DATA, shared
+from helpers import DATA
 from napari_mupd.cli import main
 from napari_mupd.model import MuPDConfig, MuPDPipeline
 
@@ -68,7 +68,7 @@ def test_generate_same_seed_same_tiles(tiny_model, tmp_path):
 
 
 def test_generate_virtual_stain_from_an_image(tiny_model, tmp_path):
-    tile = shared(SHARED_DATA / "tiles" / "wsidicom_test_tile.png")
+    tile = DATA / "tiles" / "wsidicom_test_tile.png"
     assert (
         main(
             [
@@ -93,7 +93,7 @@ def test_generate_virtual_stain_from_an_image(tiny_model, tmp_path):
 
 
 def test_generate_from_an_h5ad_spot_needs_a_spot(tiny_model, tmp_path, capsys):
-    h5ad = shared(SHARED_DATA / "spatial" / "squidpy_mouse_brain" / "test_data.h5ad")
+    h5ad = DATA / "spatial" / "squidpy_mouse_brain" / "test_data.h5ad"
     base = [
         "generate",
         "--model",

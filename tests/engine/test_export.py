@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import CMU1, shared
+from helpers import CMU1
 from napari_mupd import ConditionError, open_slide
 from napari_mupd.engine.export import ExportError, export_tiles, plan_tiles, target_slug
 from napari_mupd.engine.models import Cancelled
@@ -23,7 +23,7 @@ SETTINGS = {"count": 3, "targets": ["IHC:Ki67", "H&E"], "text": "tumor", "seed":
 
 @pytest.fixture(scope="module")
 def slide():
-    with open_slide(shared(CMU1)) as s:
+    with open_slide(CMU1) as s:
         yield s
 
 

@@ -13,7 +13,7 @@ import pytest
 import zarr
 from PIL import Image
 
-from helpers import CMU1, shared
+from helpers import CMU1
 from napari_mupd import RegionError, open_slide
 from napari_mupd.cli import main
 from napari_mupd.engine.jobs import DONE, JobError, JobSpec, run_job
@@ -33,7 +33,7 @@ def tiny_model(tmp_path_factory):
 
 def spec(tiny_model, out, **kw) -> JobSpec:
     base = {
-        "slide": str(shared(CMU1)),
+        "slide": str(CMU1),
         "model": tiny_model,
         "target": "IHC:Ki67",
         "out": str(out),

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from helpers import CMU1, shared
+from helpers import CMU1
 from napari_mupd import RegionError, open_slide
 from napari_mupd.engine.models import Cancelled, PipelineTileModel
 from napari_mupd.engine.noise import noise_window
@@ -72,7 +72,7 @@ def test_blend_weights_sum_to_one(length, tile, overlap):
     ("x", "y", "w", "h"), [(0, 0, 200, 150), (37, 81, 131, 77), (2101, 2900, 300, 200)]
 )
 def test_identity_model_reproduces_the_slide_at_level0(x, y, w, h):
-    with open_slide(shared(CMU1)) as slide:
+    with open_slide(CMU1) as slide:
         result = stain_region(slide, Region(x, y, w, h), Identity())
         expected = slide.read_region((x, y), 0, (w, h))
         np.testing.assert_array_equal(result.rgb_uint8(), expected)
@@ -97,7 +97,7 @@ def test_identity_model_lands_on_lower_levels(generated, mpp, level):
 
 
 def test_identity_model_with_resampling_matches_area_average():
-    with open_slide(shared(CMU1)) as slide:
+    with open_slide(CMU1) as slide:
         result = stain_region(slide, Region(100, 200, 300, 240), Identity(mpp=0.499 * 3))
         assert result.image.shape == (80, 100, 3)
         level0 = slide.read_region((100, 200), 0, (300, 240)).astype(float)
@@ -106,13 +106,13 @@ def test_identity_model_with_resampling_matches_area_average():
 
 
 def test_constant_model_shows_no_seams():
-    with open_slide(shared(CMU1)) as slide:
+    with open_slide(CMU1) as slide:
         result = stain_region(slide, Region(10, 10, 500, 333), Constant())
         np.testing.assert_allclose(result.image, 0.4, atol=1e-6)
 
 
 def test_any_window_equals_the_whole():
-    with open_slide(shared(CMU1)) as slide:
+    with open_slide(CMU1) as slide:
         grid = Grid.for_region(slide, Region(0, 0, 400, 300), None)
         model = NoiseEcho()
         whole, _ = stain_grid(slide, grid, model, seed=5)
@@ -127,7 +127,7 @@ def test_noise_field_is_the_same_however_it_is_cut():
 
 
 def test_samples_give_uncertainty():
-    with open_slide(shared(CMU1)) as slide:
+    with open_slide(CMU1) as slide:
         flat = stain_region(slide, Region(0, 0, 100, 100), Identity(), samples=3)
         np.testing.assert_array_equal(flat.std, 0)
         noisy = stain_region(slide, Region(0, 0, 100, 100), NoiseEcho(), samples=3)
@@ -142,7 +142,7 @@ def test_cancel_stops_between_tiles():
             calls.append(len(sources))
             return super().__call__(sources, noise, cancel)
 
-    with open_slide(shared(CMU1)) as slide, pytest.raises(Cancelled):
+    with open_slide(CMU1) as slide, pytest.raises(Cancelled):
         stain_region(
             slide,
             Region(0, 0, 1000, 1000),
@@ -154,7 +154,7 @@ def test_cancel_stops_between_tiles():
 
 
 def test_polygon_region_masks_and_skips_tiles():
-    with open_slide(shared(CMU1)) as slide:
+    with open_slide(CMU1) as slide:
         triangle = Region.from_polygon([(0, 0), (400, 0), (0, 400)])
         result = stain_region(slide, triangle, Constant())
         assert result.mask.shape == (400, 400)
@@ -164,7 +164,7 @@ def test_polygon_region_masks_and_skips_tiles():
 
 
 def test_regions_off_the_slide_are_errors():
-    with open_slide(shared(CMU1)) as slide:
+    with open_slide(CMU1) as slide:
         with pytest.raises(RegionError, match="outside"):
             stain_region(slide, Region(5000, 5000, 10, 10), Identity())
         with pytest.raises(RegionError, match="no area"):
@@ -176,7 +176,7 @@ def test_regions_off_the_slide_are_errors():
 def test_pipeline_tile_model_stains_with_a_tiny_mupd():
     pipe = MuPDPipeline.from_config(MuPDConfig.tiny())
     model = PipelineTileModel(pipe, "ihc:ki67", steps=2, mpp=1.0)
-    with open_slide(shared(CMU1)) as slide:
+    with open_slide(CMU1) as slide:
         result = stain_region(slide, Region(100, 100, 200, 150), model, seed=1)
         again = stain_region(slide, Region(100, 100, 200, 150), model, seed=1)
     assert result.image.shape == (75, 100, 3)

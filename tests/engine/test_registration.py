@@ -7,14 +7,14 @@ import pytest
 from PIL import Image
 from skimage.transform import AffineTransform
 
-from helpers import SHARED_DATA, shared
+from helpers import DATA
 from napari_mupd.engine.registration import (
     RegistrationError,
     read_landmarks,
     register_landmarks,
 )
 
-SECTIONS = SHARED_DATA / "serial_sections" / "mouse_lung_lesion3"
+SECTIONS = DATA / "serial_sections" / "mouse_lung_lesion3"
 LANDMARKS = SECTIONS / "landmarks_50pc" / "user-PS_scale-50pc"
 
 
@@ -40,7 +40,7 @@ def test_warp_puts_moving_pixels_where_the_map_says():
 
 @pytest.mark.parametrize("marker", ["CD31-3", "Cc10-5", "Ki67-7", "proSPC-4"])
 def test_serial_sections_register_from_landmarks(marker):
-    fixed = read_landmarks(shared(LANDMARKS / "29-041-Izd2-w35-He-les3.csv"), scale=0.1)
+    fixed = read_landmarks(LANDMARKS / "29-041-Izd2-w35-He-les3.csv", scale=0.1)
     moving = read_landmarks(LANDMARKS / f"29-041-Izd2-w35-{marker}-les3.csv", scale=0.1)
     before = np.median(np.linalg.norm(moving - fixed, axis=1))
     fit = register_landmarks(moving, fixed)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from skimage.transform import AffineTransform, warp
 
-from helpers import CMU1, LANDMARKS, SECTIONS, shared
+from helpers import CMU1, LANDMARKS, SECTIONS
 from napari_mupd import open_slide
 from napari_mupd.engine.registration import (
     RegistrationError,
@@ -20,7 +20,7 @@ NAME = "29-041-Izd2-w35-{}-les3"
 
 
 def _section(stain: str) -> tuple[np.ndarray, np.ndarray]:
-    image = np.asarray(Image.open(shared(SECTIONS / f"{NAME.format(stain)}.jpg")))
+    image = np.asarray(Image.open(SECTIONS / f"{NAME.format(stain)}.jpg"))
     return image, read_landmarks(LANDMARKS / f"{NAME.format(stain)}.csv", scale=0.1)
 
 
@@ -67,7 +67,7 @@ def test_a_rotated_pale_section_registers(he):
 
 
 def test_recovers_a_known_affine_map_to_a_pixel():
-    with open_slide(shared(CMU1)) as slide:
+    with open_slide(CMU1) as slide:
         fixed = slide.read_region((600, 900), 0, (512, 512))
     truth = AffineTransform(
         scale=(1.04, 0.97), rotation=np.radians(-25), shear=0.03, translation=(120, 60)
@@ -89,7 +89,7 @@ def test_unrelated_images_are_refused(he):
         register_auto(fixed, rng.integers(0, 256, fixed.shape, dtype=np.uint8))
     with pytest.raises(RegistrationError, match="no haematoxylin contrast"):
         register_auto(fixed, np.full_like(fixed, 240))
-    with open_slide(shared(CMU1)) as slide:
+    with open_slide(CMU1) as slide:
         skin = slide.thumbnail(892)
     with pytest.raises(RegistrationError, match="no reliable match"):
         register_auto(fixed, skin)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from helpers import CMU1, SHARED_DATA, shared
+from helpers import CMU1, DATA
 from napari_mupd import open_slide
 from napari_mupd.engine.tissue import slide_tissue_mask, tissue_fraction, tissue_mask
 
@@ -26,9 +26,9 @@ def test_finds_a_stained_disc_on_glass():
 
 
 def test_real_slide_and_he_tile():
-    with open_slide(shared(CMU1)) as slide:
+    with open_slide(CMU1) as slide:
         mask, scale = slide_tissue_mask(slide, max_size=512)
     assert 0.2 < mask.mean() < 0.9  # CMU-1-Small-Region: skin with some glass
     assert tissue_fraction(mask, scale, (0, 0, 2220, 2967)) == mask.mean()
-    tile = np.asarray(Image.open(SHARED_DATA / "tiles" / "wsidicom_test_tile.png").convert("RGB"))
+    tile = np.asarray(Image.open(DATA / "tiles" / "wsidicom_test_tile.png").convert("RGB"))
     assert tissue_mask(tile).mean() > 0.5

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import BRAIN, SHARED_DATA, brain_spots, serial_sections, shared
+from helpers import BRAIN, CMU1, brain_spots, serial_sections
 from napari_mupd.cli import main
 from napari_mupd.eval.heldout import evaluate_checkpoint, split_datasets
 from napari_mupd.model import MuPDConfig, MuPDPipeline
@@ -66,7 +66,7 @@ def test_eval_needs_pairs(tmp_path, capsys):
 
 @pytest.fixture
 def heldout_config(tmp_path) -> TrainConfig:
-    genes = list(anndata.read_h5ad(shared(BRAIN / "test_data.h5ad")).var_names[:8])
+    genes = list(anndata.read_h5ad(BRAIN / "test_data.h5ad").var_names[:8])
     return TrainConfig.from_dict(
         {
             "out_dir": str(tmp_path / "run"),
@@ -122,7 +122,7 @@ def test_few_shot_experiment_runs_end_to_end(tmp_path):
     y = np.repeat([0, 1], 20)
     assert (logistic_regression(x, y, 2)(x) == y).mean() > 0.95
 
-    brain = shared(BRAIN / "test_img.jpg")
+    brain = BRAIN / "test_img.jpg"
     config = TrainConfig.from_dict(
         {
             "out_dir": str(tmp_path),
@@ -135,7 +135,7 @@ def test_few_shot_experiment_runs_end_to_end(tmp_path):
                         {"slide_tiles": {"slide": str(brain), "caption": "brain", "holdout": 0.3}},
                         {
                             "slide_tiles": {
-                                "slide": str(SHARED_DATA / "slides" / "CMU-1-Small-Region.svs"),
+                                "slide": str(CMU1),
                                 "mpp": 2.0,
                                 "caption": "skin",
                                 "holdout": 0.3,

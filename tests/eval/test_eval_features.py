@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import SHARED_DATA, shared
+from helpers import DATA
 from napari_mupd.eval import EvalError
 from napari_mupd.eval.features import (
     FEATURE_NAMES,
@@ -48,7 +48,7 @@ def test_kid_is_near_zero_for_one_distribution():
 
 
 def test_features_tell_ihc_from_he(ihc_image):
-    he_image = np.asarray(Image.open(shared(SHARED_DATA / "tiles" / "wsidicom_test_tile.png")))
+    he_image = np.asarray(Image.open(DATA / "tiles" / "wsidicom_test_tile.png"))
     he = [he_image[y : y + 64, x : x + 64, :3] for y in (0, 80, 160) for x in (0, 80, 160)]
     ihc = [ihc_image[y : y + 64, x : x + 64] for y in (0, 224, 448) for x in (0, 224, 448)]
     f_he, f_ihc = histology_features(he), histology_features(ihc)

@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import SHARED_DATA, shared
+from helpers import DATA
 from napari_mupd.engine.registration import read_landmarks, register_landmarks
 from napari_mupd.eval.baselines import ColourDeconvolutionBaseline, NearestNeighbourBaseline
 from napari_mupd.eval.report import evaluate_pairs, format_table
 from napari_mupd.eval.stain import dab_density, dab_positive_mask
 
-SECTIONS = SHARED_DATA / "serial_sections" / "mouse_lung_lesion3"
+SECTIONS = DATA / "serial_sections" / "mouse_lung_lesion3"
 LANDMARKS = SECTIONS / "landmarks_50pc" / "user-PS_scale-50pc"
 
 
 def _read(stain: str) -> np.ndarray:
-    return np.asarray(Image.open(shared(SECTIONS / f"29-041-Izd2-w35-{stain}-les3.jpg")))
+    return np.asarray(Image.open(SECTIONS / f"29-041-Izd2-w35-{stain}-les3.jpg"))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 from napari.utils.key_bindings import KeyBinding
 from PIL import Image
 
-from helpers import LANDMARKS, SECTIONS, shared
+from helpers import LANDMARKS, SECTIONS
 from napari_mupd.engine.registration import read_landmarks, register_landmarks
 from napari_mupd.eval.compare import compare_stains
 from napari_mupd.layers import read_on_grid, world_matrix
@@ -21,7 +21,7 @@ PIXEL = 2.0  # micrometres per pixel given to both layers
 
 
 def _section(stain: str) -> tuple[np.ndarray, np.ndarray]:
-    image = np.asarray(Image.open(shared(SECTIONS / f"{NAME.format(stain)}.jpg")))
+    image = np.asarray(Image.open(SECTIONS / f"{NAME.format(stain)}.jpg"))
     return image, read_landmarks(LANDMARKS / f"{NAME.format(stain)}.csv", scale=0.1)
 
 

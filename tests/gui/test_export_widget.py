@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import CMU1, shared
+from helpers import CMU1
 from napari_mupd.layers import region_from_view
 from napari_mupd.train.datasets import PairedTileFolder
 from napari_mupd.widgets.export import FIELD_OF_VIEW, WHOLE_IMAGE, ExportTilesWidget
@@ -21,7 +21,7 @@ def setup(make_napari_viewer, tiny_model_dir, tmp_path):
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-mupd", "Export tiles")
     assert isinstance(widget, ExportTilesWidget)
-    (slide_layer,) = viewer.open(str(shared(CMU1)), plugin="napari-mupd")
+    (slide_layer,) = viewer.open(str(CMU1), plugin="napari-mupd")
     widget.model.use_folder(str(tiny_model_dir))
     widget.out.value = str(tmp_path / "tiles")
     return viewer, slide_layer, widget, tmp_path / "tiles"

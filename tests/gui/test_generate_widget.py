@@ -6,7 +6,7 @@ import napari
 import numpy as np
 import pytest
 
-from helpers import BRAIN, CMU1, shared
+from helpers import BRAIN, CMU1
 from napari_mupd.engine.synthesis import mosaic
 from napari_mupd.model import MuPDPipeline
 from napari_mupd.widgets.generate import GRID, RNA_FILE, RNA_SPOTS, STACK, GenerateTissueWidget
@@ -47,7 +47,7 @@ def test_prompt_gives_the_pipelines_tiles_as_a_grid(setup, qtbot, tiny_model_dir
 
 def test_stack_with_rna_file_and_reference(setup, qtbot, tmp_path):
     viewer, widget = setup
-    (slide_layer,) = viewer.open(str(shared(CMU1)), plugin="napari-mupd")
+    (slide_layer,) = viewer.open(str(CMU1), plugin="napari-mupd")
     corners = np.array([[500.0, 500.0], [756.0, 756.0]])
     viewer.add_shapes([corners], shape_type="rectangle", scale=slide_layer.scale,
                       units=slide_layer.units)  # fmt: skip
@@ -91,7 +91,7 @@ def test_rna_of_the_spots_selected_on_a_visium_layer(setup, qtbot, tiny_model_di
     from napari_mupd.io.visium import spots_expression
 
     viewer, widget = setup
-    layers = viewer.open(str(shared(BRAIN / "test_data.h5ad")), plugin="napari-mupd")
+    layers = viewer.open(str(BRAIN / "test_data.h5ad"), plugin="napari-mupd")
     (points,) = [layer for layer in layers if isinstance(layer, napari.layers.Points)]
     widget.rna_source.value = RNA_SPOTS
     widget.run.clicked.emit()  # nothing selected yet: an error, no run

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import CMU1, shared
+from helpers import CMU1
 from napari_mupd._geojson import napari_get_reader
 from napari_mupd.io.geojson import GeoJSONError, read_geojson
 
@@ -46,7 +46,7 @@ def world_to_slide_data(shapes, slide_layer, vertex) -> np.ndarray:
 
 def test_qupath_export_lies_over_the_slide(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
-    (slide,) = viewer.open(str(shared(CMU1)), plugin="napari-mupd")
+    (slide,) = viewer.open(str(CMU1), plugin="napari-mupd")
     (shapes,) = viewer.open(str(qupath_export(tmp_path / "qp.geojson")), plugin="napari-mupd")
     assert shapes._type_string == "shapes"
     assert shapes.shape_type == ["rectangle", "polygon"]
@@ -69,7 +69,7 @@ def test_qupath_export_lies_over_the_slide(make_napari_viewer, tmp_path):
 
 def test_save_with_napari_round_trips_to_qupath_coordinates(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
-    viewer.open(str(shared(CMU1)), plugin="napari-mupd")
+    viewer.open(str(CMU1), plugin="napari-mupd")
     (shapes,) = viewer.open(str(qupath_export(tmp_path / "qp.geojson")), plugin="napari-mupd")
     out = tmp_path / "saved.geojson"
     viewer.layers.selection = {shapes}
@@ -88,7 +88,7 @@ def test_save_with_napari_round_trips_to_qupath_coordinates(make_napari_viewer, 
 
 def test_drawn_shapes_in_micrometres_are_saved_in_slide_pixels(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
-    (slide,) = viewer.open(str(shared(CMU1)), plugin="napari-mupd")
+    (slide,) = viewer.open(str(CMU1), plugin="napari-mupd")
     mpp = float(slide.scale[0])
     # a layer drawn over the slide at scale 1: its data coordinates are micrometres
     drawn = viewer.add_shapes(

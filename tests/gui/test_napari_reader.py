@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import CMU1, TCGA, shared
+from helpers import CMU1, TCGA
 from napari_mupd import SlideError
 from napari_mupd._reader import napari_get_reader
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.gui
 
 def test_reader_opens_slide_as_rgb_multiscale(make_napari_viewer):
     viewer = make_napari_viewer()
-    layers = viewer.open(str(shared(CMU1)), plugin="napari-mupd")
+    layers = viewer.open(str(CMU1), plugin="napari-mupd")
     assert len(layers) == 1
     layer = layers[0]
     assert layer.rgb and layer.multiscale
@@ -31,14 +31,14 @@ def test_reader_opens_slide_as_rgb_multiscale(make_napari_viewer):
 
 def test_slide_without_mpp_has_unit_scale(make_napari_viewer):
     viewer = make_napari_viewer()
-    (layer,) = viewer.open(str(shared(TCGA)), plugin="napari-mupd")
+    (layer,) = viewer.open(str(TCGA), plugin="napari-mupd")
     np.testing.assert_allclose(layer.scale, (1, 1))
     assert [d.shape for d in layer.data][:2] == [(3567, 4443, 3), (1783, 2221, 3)]
 
 
 def test_file_closed_when_layer_removed(make_napari_viewer):
     viewer = make_napari_viewer()
-    (layer,) = viewer.open(str(shared(CMU1)), plugin="napari-mupd")
+    (layer,) = viewer.open(str(CMU1), plugin="napari-mupd")
     slide = layer.metadata["slide"]
     viewer.layers.remove(layer)
     assert slide.closed
@@ -65,7 +65,7 @@ def test_bad_file_raises_clear_error_and_viewer_survives(make_napari_viewer, tmp
         chain.append(error)
         error = error.__cause__
     assert any(isinstance(e, SlideError) and "broken.svs" in str(e) for e in chain)
-    (layer,) = viewer.open(str(shared(CMU1)), plugin="napari-mupd")  # still alive
+    (layer,) = viewer.open(str(CMU1), plugin="napari-mupd")  # still alive
     assert layer.multiscale
 
 

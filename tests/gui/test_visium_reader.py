@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import BRAIN, SHARED_DATA, shared
+from helpers import BRAIN, DATA
 from napari_mupd._visium_reader import napari_get_reader
 from napari_mupd.io.visium import read_10x_h5, spots_expression
 
 pytestmark = pytest.mark.gui
 
-HEART = SHARED_DATA / "spatial" / "scanpy_visium_heart"
+HEART = DATA / "spatial" / "scanpy_visium_heart"
 
 
 def pinkness(image: np.ndarray, yx: np.ndarray, radius: int) -> np.ndarray:
@@ -27,7 +27,7 @@ def pinkness(image: np.ndarray, yx: np.ndarray, radius: int) -> np.ndarray:
 
 
 def test_h5ad_opens_as_he_and_spots(make_napari_viewer):
-    path = shared(BRAIN / "test_data.h5ad")
+    path = BRAIN / "test_data.h5ad"
     viewer = make_napari_viewer()
     image, points = viewer.open(str(path), plugin="napari-mupd")
     assert (image._type_string, points._type_string) == ("image", "points")
@@ -50,7 +50,7 @@ def test_h5ad_opens_as_he_and_spots(make_napari_viewer):
 
 
 def test_spaceranger_folder_opens_as_he_and_spots(make_napari_viewer):
-    folder = shared(HEART)
+    folder = HEART
     assert napari_get_reader(str(folder)) is not None
     viewer = make_napari_viewer()
     image, points = viewer.open(str(folder), plugin="napari-mupd")
@@ -71,7 +71,7 @@ def test_spaceranger_folder_opens_as_he_and_spots(make_napari_viewer):
 
 @pytest.mark.parametrize("source", ["h5ad", "spaceranger"])
 def test_expression_of_selected_spots(make_napari_viewer, source):
-    path = shared(BRAIN / "test_data.h5ad") if source == "h5ad" else shared(HEART)
+    path = BRAIN / "test_data.h5ad" if source == "h5ad" else HEART
     viewer = make_napari_viewer()
     _, points = viewer.open(str(path), plugin="napari-mupd")
     points.selected_data = {1, 4, 7}
@@ -91,7 +91,7 @@ def test_expression_of_selected_spots(make_napari_viewer, source):
 
 
 def test_get_reader_claims_only_spatial_data(tmp_path):
-    assert napari_get_reader(str(shared(BRAIN / "test_data.h5ad"))) is not None
+    assert napari_get_reader(str(BRAIN / "test_data.h5ad")) is not None
     plain = tmp_path / "plain.h5ad"
     anndata.AnnData(np.ones((3, 2), np.float32)).write_h5ad(plain)
     assert napari_get_reader(str(plain)) is None  # no obsm["spatial"]: another plugin's

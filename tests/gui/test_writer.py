@@ -9,7 +9,7 @@ import pytest
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 
-from helpers import CMU1, shared
+from helpers import CMU1
 from napari_mupd.io import open_slide
 
 pytestmark = pytest.mark.gui
@@ -26,7 +26,7 @@ def ome_zarr_py(path: Path):
 
 def test_slide_layer_round_trip(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
-    (slide,) = viewer.open(str(shared(CMU1)), plugin="napari-mupd")
+    (slide,) = viewer.open(str(CMU1), plugin="napari-mupd")
     out = tmp_path / "cmu1.ome.zarr"
     viewer.layers.selection = {slide}
     written = viewer.layers.save(str(out), selected=True, plugin="napari-mupd")

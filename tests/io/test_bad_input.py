@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import CMU1, shared
+from helpers import CMU1
 from napari_mupd import RegionError, SlideError, open_slide
 
 
@@ -34,7 +34,7 @@ def test_text_file_named_svs(tmp_path):
 
 
 def test_truncated_tiff(tmp_path):
-    data = shared(CMU1).read_bytes()
+    data = CMU1.read_bytes()
     (tmp_path / "cut.svs").write_bytes(data[: len(data) // 2])
     assert_slide_error(tmp_path / "cut.svs", "truncated")
 
@@ -46,7 +46,7 @@ def test_corrupt_tiff(tmp_path):
 
 
 def test_corrupt_tile_raises_on_read(tmp_path):
-    data = bytearray(shared(CMU1).read_bytes())
+    data = bytearray(CMU1.read_bytes())
     import tifffile
 
     with tifffile.TiffFile(CMU1) as tif:
@@ -79,7 +79,7 @@ def test_openslide_format_without_the_extra(tmp_path, monkeypatch):
 
 
 def test_regions_off_the_slide():
-    with open_slide(shared(CMU1)) as slide:
+    with open_slide(CMU1) as slide:
         with pytest.raises(RegionError, match="outside the slide"):
             slide.read_region((5000, 0), 0, (100, 100))
         with pytest.raises(RegionError, match="outside the slide"):
@@ -94,7 +94,7 @@ def test_regions_off_the_slide():
 
 
 def test_reads_after_close_fail():
-    slide = open_slide(shared(CMU1))
+    slide = open_slide(CMU1)
     level = slide.levels[0]
     slide.close()
     with pytest.raises(SlideError, match="closed"):
@@ -104,13 +104,13 @@ def test_reads_after_close_fail():
 
 
 def test_unknown_associated_image():
-    with open_slide(shared(CMU1)) as slide, pytest.raises(SlideError, match="no associated image"):
+    with open_slide(CMU1) as slide, pytest.raises(SlideError, match="no associated image"):
         slide.associated_image("barcode")
 
 
 def test_unknown_backend():
     with pytest.raises(SlideError, match="unknown backend 'pillow'"):
-        open_slide(shared(CMU1), backend="pillow")
+        open_slide(CMU1, backend="pillow")
 
 
 def test_forced_backends_report_unreadable_files(tmp_path):
@@ -130,7 +130,7 @@ def test_close_releases_the_file():
         return sum(f.path.endswith(CMU1.name) for f in process.open_files())
 
     before = handles()
-    slide = open_slide(shared(CMU1))
+    slide = open_slide(CMU1)
     assert handles() > before
     slide.close()
     assert handles() <= before

@@ -7,13 +7,13 @@ import pickle
 import dask
 import numpy as np
 
-from helpers import CMU1, shared
+from helpers import CMU1
 from napari_mupd import open_slide
 from napari_mupd.io._cache import TileCache
 
 
 def test_slide_pickles_by_path():
-    with open_slide(shared(CMU1)) as slide:
+    with open_slide(CMU1) as slide:
         clone = pickle.loads(pickle.dumps(slide))
         try:
             assert clone is not slide and clone.path == slide.path
@@ -27,14 +27,14 @@ def test_slide_pickles_by_path():
 
 def test_levels_compute_in_worker_processes():
     """The process scheduler pickles every task: workers must reopen the file by path."""
-    with open_slide(shared(CMU1)) as slide:
+    with open_slide(CMU1) as slide:
         window = slide.levels[0][:600, :500]
         (in_processes,) = dask.compute(window, scheduler="processes", num_workers=2)
         np.testing.assert_array_equal(in_processes, slide.read_region((0, 0), 0, (500, 600)))
 
 
 def test_threaded_reads_agree():
-    with open_slide(shared(CMU1)) as slide:
+    with open_slide(CMU1) as slide:
         whole = slide.levels[0].compute(scheduler="threads")
         np.testing.assert_array_equal(
             whole[::7, ::5], slide.read_region((0, 0), 0, slide.dimensions)[::7, ::5]

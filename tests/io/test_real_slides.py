@@ -1,11 +1,11 @@
-"""open_slide on the real slides of ../shared/data, checked against OpenSlide."""
+"""open_slide on the real slides of data/ and the bundled sample, checked against OpenSlide."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from helpers import CMU1, TCGA, shared
+from helpers import CMU1, TCGA
 from napari_mupd import open_slide
 
 openslide = pytest.importorskip("openslide")
@@ -26,7 +26,7 @@ def openslide_region(slide, location, level, size) -> np.ndarray:
     ],
 )
 def test_levels_and_metadata(path, shapes, mpp, vendor):
-    with open_slide(shared(path)) as slide:
+    with open_slide(path) as slide:
         native = [info.shape for info in slide.level_info if info.native]
         assert native == shapes
         assert slide.mpp == mpp
@@ -39,7 +39,7 @@ def test_levels_and_metadata(path, shapes, mpp, vendor):
 
 
 def test_cmu1_metadata_and_associated_images():
-    with open_slide(shared(CMU1)) as slide:
+    with open_slide(CMU1) as slide:
         assert slide.metadata["objective_power"] == 20
         assert slide.metadata["associated_images"] == ["label", "macro", "thumbnail"]
         ref = openslide.OpenSlide(str(CMU1))
@@ -51,7 +51,7 @@ def test_cmu1_metadata_and_associated_images():
 @pytest.mark.parametrize("path", [CMU1, TCGA])
 def test_random_regions_equal_openslide(path):
     rng = np.random.default_rng(7)
-    with open_slide(shared(path)) as slide:
+    with open_slide(path) as slide:
         ref = openslide.OpenSlide(str(path))
         width, height = slide.dimensions
         for _ in range(25):
@@ -63,7 +63,7 @@ def test_random_regions_equal_openslide(path):
 
 
 def test_jpeg2000_second_level_equals_openslide():
-    with open_slide(shared(TCGA)) as slide:
+    with open_slide(TCGA) as slide:
         ref = openslide.OpenSlide(str(TCGA))
         w, h = ref.level_dimensions[1]
         np.testing.assert_array_equal(
@@ -75,13 +75,13 @@ def test_jpeg2000_second_level_equals_openslide():
 
 
 def test_dask_level_equals_region_reads():
-    with open_slide(shared(CMU1)) as slide:
+    with open_slide(CMU1) as slide:
         window = slide.levels[0][1000:1333, 250:911].compute()
         np.testing.assert_array_equal(window, slide.read_region((250, 1000), 0, (661, 333)))
 
 
 def test_openslide_backend_reads_the_same_pixels():
-    with open_slide(shared(CMU1)) as ours, open_slide(CMU1, backend="openslide") as theirs:
+    with open_slide(CMU1) as ours, open_slide(CMU1, backend="openslide") as theirs:
         assert theirs.vendor == "openslide:aperio"
         assert theirs.mpp == pytest.approx(ours.mpp)
         assert [i.shape for i in theirs.level_info] == [i.shape for i in ours.level_info]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import BRAIN, SHARED_DATA, shared
+from helpers import BRAIN, DATA
 from napari_mupd.errors import MuPDError
 from napari_mupd.io.visium import SpotsError, read_h5ad_spots, spots_expression
 
@@ -21,7 +21,7 @@ DIAMETER = 89.44476048022638
 
 @pytest.fixture
 def brain() -> anndata.AnnData:
-    return anndata.read_h5ad(shared(BRAIN / "test_data.h5ad"))
+    return anndata.read_h5ad(BRAIN / "test_data.h5ad")
 
 
 def save(adata: anndata.AnnData, folder: Path, name: str = "sample.h5ad") -> Path:
@@ -98,20 +98,20 @@ def test_bad_files(brain, tmp_path):
 
 
 def test_spots_expression_errors(tmp_path):
-    path = shared(BRAIN / "test_data.h5ad")
+    path = BRAIN / "test_data.h5ad"
     with pytest.raises(SpotsError, match="no spot selected"):
         spots_expression(path, [])
     with pytest.raises(SpotsError, match="1 unknown barcode"):
         spots_expression(path, ["AAATTGCGGCGGTTCT-1", "NOT-A-BARCODE"])
     with pytest.raises(SpotsError, match="Space Ranger"):
         spots_expression(tmp_path, ["AAATTGCGGCGGTTCT-1"])
-    heart = shared(SHARED_DATA / "spatial" / "scanpy_visium_heart")
+    heart = DATA / "spatial" / "scanpy_visium_heart"
     with pytest.raises(SpotsError, match="unknown barcode"):
         spots_expression(heart, ["NOT-A-BARCODE"])
 
 
 def test_duplicated_barcodes_count_once():
-    path = shared(BRAIN / "test_data.h5ad")
+    path = BRAIN / "test_data.h5ad"
     once = spots_expression(path, ["AAATTGCGGCGGTTCT-1", "AACGCGAACGGCAACA-1"])
     twice = spots_expression(path, ["AAATTGCGGCGGTTCT-1"] * 2 + ["AACGCGAACGGCAACA-1"])
     np.testing.assert_array_equal(once, twice)

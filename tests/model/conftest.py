@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import BRAIN
 from napari_mupd.model import MuPDConfig, MuPDPipeline
 
 # Tiny models gain nothing from threads, and a busy shared CPU makes OpenMP spin.
 torch.set_num_threads(1)
 
-DATA = Path(__file__).parents[2].parent / "shared" / "data"
-MOUSE_BRAIN = DATA / "spatial" / "squidpy_mouse_brain" / "test_data.h5ad"
 
 
 @pytest.fixture
@@ -31,10 +30,8 @@ def pipe(config: MuPDConfig) -> MuPDPipeline:
 
 @pytest.fixture
 def mouse_brain() -> Path:
-    """The real Visium test data (49 spots x 1,999 genes), or skip where it is absent."""
-    if not MOUSE_BRAIN.exists():
-        pytest.skip(f"real test data not present: {MOUSE_BRAIN}")
-    return MOUSE_BRAIN
+    """The real Visium test data (49 spots x 1,999 genes)."""
+    return BRAIN / "test_data.h5ad"
 
 
 @pytest.fixture

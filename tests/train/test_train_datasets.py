@@ -1,4 +1,4 @@
-"""Each training dataset reads the real files in ../shared/data."""
+"""Each training dataset reads the real files in data/."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import CMU1, SHARED_DATA, pattern, shared
+from helpers import CMU1, DATA, pattern
 from napari_mupd.train.augment import dihedral, stain_jitter
 from napari_mupd.train.datasets import (
     CaptionedTiles,
@@ -20,14 +20,14 @@ from napari_mupd.train.datasets import (
     build_dataset,
 )
 
-SECTIONS = SHARED_DATA / "serial_sections" / "mouse_lung_lesion3"
+SECTIONS = DATA / "serial_sections" / "mouse_lung_lesion3"
 PS = SECTIONS / "landmarks_50pc" / "user-PS_scale-50pc"
-SPATIAL = SHARED_DATA / "spatial"
+SPATIAL = DATA / "spatial"
 
 
 def test_serial_sections_give_registered_pairs():
     pairs = SerialSectionPairs(
-        shared(SECTIONS / "29-041-Izd2-w35-He-les3.jpg"),
+        SECTIONS / "29-041-Izd2-w35-He-les3.jpg",
         SECTIONS / "29-041-Izd2-w35-Ki67-7-les3.jpg",
         PS / "29-041-Izd2-w35-He-les3.csv",
         PS / "29-041-Izd2-w35-Ki67-7-les3.csv",
@@ -50,7 +50,7 @@ def test_serial_sections_give_registered_pairs():
 
 
 def test_captioned_tiles_from_labels(tmp_path):
-    tiles = shared(SHARED_DATA / "tiles" / "labeled")
+    tiles = DATA / "tiles" / "labeled"
     rows = [
         {"path": str(p), "organ": "bile duct", "stain": "H&E", "diagnosis": "cholangiocarcinoma"}
         for p in sorted((tiles / "TCGA-3X-AAVA-01Z-00-DX1").glob("*.jpg"))
@@ -76,7 +76,7 @@ def test_build_caption_needs_something():
 
 
 def test_h5ad_spots_pair_tiles_with_expression():
-    folder = shared(SPATIAL / "squidpy_mouse_brain")
+    folder = SPATIAL / "squidpy_mouse_brain"
     spots = SpatialSpots.from_h5ad(folder / "test_data.h5ad", folder / "test_img.jpg", tile_size=64)
     assert 0 < len(spots) <= 49
     sample = spots[0]
@@ -87,14 +87,14 @@ def test_h5ad_spots_pair_tiles_with_expression():
 
 def test_spaceranger_folder():
     spots = SpatialSpots.from_spaceranger(
-        shared(SPATIAL / "scanpy_visium_heart"), tile_size=32, context=6.0
+        SPATIAL / "scanpy_visium_heart", tile_size=32, context=6.0
     )
     assert len(spots) > 50
     assert spots[0].rna.sum() > 0 and spots[0].image.shape == (32, 32, 3)
 
 
 def test_slide_tiles_skip_background():
-    tiles = SlideTiles(shared(CMU1), tile_size=128, mpp=2.0, caption="20x H&E, skin")
+    tiles = SlideTiles(CMU1, tile_size=128, mpp=2.0, caption="20x H&E, skin")
     assert tiles.level == 1  # the 2x derived level, then resized
     width, height = tiles.slide.dimensions
     total = (width // tiles.step) * (height // tiles.step)
@@ -141,7 +141,7 @@ def test_augmentations_keep_pairs_aligned():
     b, c = dihedral([a, a.copy()], rng)
     np.testing.assert_array_equal(b, c)
     tile = np.asarray(
-        Image.open(shared(SHARED_DATA / "tiles" / "wsidicom_test_tile.png")).convert("RGB")
+        Image.open(DATA / "tiles" / "wsidicom_test_tile.png").convert("RGB")
     )
     jittered = stain_jitter(tile, np.random.default_rng(1))
     change = np.abs(jittered.astype(int) - tile).mean()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import BRAIN, SHARED_DATA, brain_spots, serial_sections, shared
+from helpers import BRAIN, DATA, brain_spots, serial_sections
 from napari_mupd.model import MuPDPipeline
 from napari_mupd.train.config import ConfigError, TrainConfig
 from napari_mupd.train.trainer import Trainer
@@ -19,8 +19,8 @@ from napari_mupd.train.trainer import Trainer
 
 def config(tmp_path, steps: int = 4, **overrides) -> TrainConfig:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    genes = list(anndata.read_h5ad(shared(BRAIN / "test_data.h5ad")).var_names[:8])
-    tiles = SHARED_DATA / "tiles" / "labeled" / "TCGA-3X-AAVA-01Z-00-DX1"
+    genes = list(anndata.read_h5ad(BRAIN / "test_data.h5ad").var_names[:8])
+    tiles = DATA / "tiles" / "labeled" / "TCGA-3X-AAVA-01Z-00-DX1"
     pd.DataFrame(
         {
             "path": [str(p) for p in sorted(tiles.glob("*.jpg"))],
