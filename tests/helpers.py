@@ -5,21 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import tifffile
 
+from napari_mupd.resources import sample_slide_path
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-SLIDES = DATA / "slides"
-CMU1 = SLIDES / "CMU-1-Small-Region.svs"
-TCGA = SLIDES / "tcga-cr-7395-01a-01-ts1.svs"
-
-
-def path: Path -> Path:
-    """A file of ../shared/data, or skip the test where the folder is absent."""
-    if not path.exists():
-        pytest.skip(f"real test data not present: {path}")
-    return path
+#: Real, openly licensed data kept in the repository (see data/README.md).
+DATA = ROOT / "data"
+CMU1 = sample_slide_path()  # the sample slide shipped inside the package
+TCGA = DATA / "slides" / "tcga-cr-7395-01a-01-ts1.svs"
 
 
 def pattern(h: int, w: int) -> np.ndarray:
