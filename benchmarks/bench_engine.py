@@ -34,9 +34,10 @@ import torch
 from napari_mupd import __version__, open_slide
 from napari_mupd.cli.slides import demo_region
 from napari_mupd.engine.jobs import JobSpec, _context, local_cluster, plan, run_job
-from napari_mupd.engine.models import PipelineTileModel
-from napari_mupd.engine.region import Grid, Region, stain_region, window_tiles
-from napari_mupd.model import MuPDPipeline
+from napari_mupd.engine.sampling import PipelineTileModel
+from napari_mupd.engine.virtual_stain import Grid, stain_region, window_tiles
+from napari_mupd.imaging.regions import Region
+from napari_mupd.model.loading import load_pipeline
 from napari_mupd.resources import bundled_model_path, sample_slide_path
 
 
@@ -50,14 +51,15 @@ def peak_rss_mb() -> float:
 
 def region_table(args: argparse.Namespace) -> list[str]:
     """Engine vs bare pipeline on the demo region."""
-    pipe = MuPDPipeline.from_pretrained(bundled_model_path(), device=args.device)
+    pipe = load_pipeline(None, args.device)
     model = PipelineTileModel(pipe, args.target, steps=args.steps)
     with open_slide(args.slide) as slide:
-        region = Region(*demo_region(slide, 512))
+        region = demo_region(slide, 512)
         grid = Grid.for_region(slide, region, model.mpp)
         t = model.tile_size
-        boxes = window_tiles(grid.shape, t, t // 4, (0, 0, *grid.shape))
-        sources = np.stack([grid.read(slide, y, x, t, t) for y, x in boxes])
+        whole = Region(0, 0, grid.shape[1], grid.shape[0])
+        boxes = window_tiles(grid.shape, t, t // 4, whole)
+        sources = np.stack([grid.read(slide, box) for box in boxes])
 
         def engine() -> float:
             start = time.perf_counter()
@@ -100,7 +102,8 @@ def job_tiles(spec: JobSpec) -> tuple[int, int, int]:
     _, grid, model, tissue = _context(spec)
     _, windows, _ = plan(spec)
     t = model.tile_size
-    distinct = len(window_tiles(grid.shape, t, t // 4, (0, 0, *grid.shape), tissue))
+    whole = Region(0, 0, grid.shape[1], grid.shape[0])
+    distinct = len(window_tiles(grid.shape, t, t // 4, whole, tissue))
     computed = sum(len(window_tiles(grid.shape, t, t // 4, w, tissue)) for w in windows)
     return distinct, computed, len(windows)
 

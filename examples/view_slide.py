@@ -1,6 +1,6 @@
 """Show a slide in napari through the napari-mupd reader.
 
-    python examples/view_slide.py [SLIDE]
+python examples/view_slide.py [SLIDE]
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def test_info_json(capsys):
 
 def test_info_bad_file_exits_nonzero_with_message(tmp_path, capsys):
     (tmp_path / "x.svs").write_text("hello")
-    assert main(["info", str(tmp_path / "x.svs")]) == 1
+    assert main(["info", str(tmp_path / "x.svs")]) == 2
     assert "x.svs" in capsys.readouterr().err
 
 

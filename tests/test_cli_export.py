@@ -19,5 +19,5 @@ def test_export_tiles_writes_resumes_and_refuses(tiny_model_dir, tmp_path, capsy
     assert manifest["complete"] and len(manifest["tiles"]) == 6
     assert manifest["settings"]["targets"] == ["IHC:Ki67", "H&E"]
     assert main(args) == 0  # a rerun finds everything written
-    assert main([*args, "--seed", "3"]) == 1
+    assert main([*args, "--seed", "3"]) == 2
     assert "holds another export (different seed)" in capsys.readouterr().err

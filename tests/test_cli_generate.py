@@ -107,16 +107,16 @@ def test_generate_from_an_h5ad_spot_needs_a_spot(tiny_model, tmp_path, capsys):
         "--out",
         str(tmp_path),
     ]
-    assert main(base) == 1
+    assert main(base) == 2
     assert "--spot" in capsys.readouterr().err
-    assert main([*base, "--spot", "nope"]) == 1
+    assert main([*base, "--spot", "nope"]) == 2
     assert "no spot 'nope'" in capsys.readouterr().err
 
 
 def test_generate_errors(tiny_model, tmp_path, capsys):
-    assert main(["generate", "--model", str(tiny_model), "--out", str(tmp_path)]) == 1
+    assert main(["generate", "--model", str(tiny_model), "--out", str(tmp_path)]) == 2
     assert "at least one condition" in capsys.readouterr().err
-    assert main(["generate", "--model", str(tmp_path), "--text", "x", "--out", str(tmp_path)]) == 1
+    assert main(["generate", "--model", str(tmp_path), "--text", "x", "--out", str(tmp_path)]) == 2
     assert "no MuPD checkpoint" in capsys.readouterr().err
     assert (
         main(
@@ -132,7 +132,7 @@ def test_generate_errors(tiny_model, tmp_path, capsys):
                 str(tmp_path),
             ]
         )
-        == 1
+        == 2
     )
     assert "known IHC markers: Ki67" in capsys.readouterr().err
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
+from napari_mupd.errors import CheckpointError
+
 SAMPLE_SLIDE = "CMU-1-Small-Region.svs"
 
 
@@ -24,12 +26,12 @@ def bundled_model_path() -> Path:
 def resolve_model(model: str | None) -> Path:
     """A model folder: ``model`` when given, else the bundled checkpoint.
 
-    Raises :class:`~napari_mupd.errors.MuPDError` when the folder has no ``config.json``.
+    Raises :class:`~napari_mupd.errors.CheckpointError` when the folder has no ``config.json``.
     """
-    from napari_mupd.errors import MuPDError
-
     path = Path(model).expanduser() if model else bundled_model_path()
     if not (path / "config.json").is_file():
         where = "the bundled checkpoint" if model is None else str(path)
-        raise MuPDError(f"no MuPD checkpoint at {where} (expected config.json and .safetensors)")
+        raise CheckpointError(
+            f"no MuPD checkpoint at {where} (expected config.json and .safetensors)"
+        )
     return path

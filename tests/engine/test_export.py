@@ -11,9 +11,10 @@ import pytest
 
 from helpers import CMU1
 from napari_mupd import ConditionError, open_slide
-from napari_mupd.engine.export import ExportError, export_tiles, plan_tiles, target_slug
-from napari_mupd.engine.models import Cancelled
-from napari_mupd.engine.region import Grid, Region
+from napari_mupd.engine.export import export_tiles, plan_tiles, target_slug
+from napari_mupd.engine.virtual_stain import Grid
+from napari_mupd.errors import Cancelled, ExportError
+from napari_mupd.imaging.regions import Region
 from napari_mupd.model import MuPDPipeline
 from napari_mupd.train.datasets import CaptionedTiles, PairedTileFolder, read_rgb
 
@@ -85,7 +86,9 @@ def test_export_writes_tiles_and_manifest(export, slide, pipe):
         assert TISSUE.x <= x and x + size <= TISSUE.x + TISSUE.width
         assert row["id"] == f"CMU-1-Small-Region_x{x}_y{y}"
         grid = Grid.for_region(slide, Region(x, y, size, size), 1.0)
-        np.testing.assert_array_equal(read_rgb(out / row["path"]), grid.read(slide, 0, 0, 64, 64))
+        np.testing.assert_array_equal(
+            read_rgb(out / row["path"]), grid.read(slide, Region(0, 0, 64, 64))
+        )
 
 
 def test_training_datasets_read_the_export(export):

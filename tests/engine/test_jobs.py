@@ -16,8 +16,9 @@ from PIL import Image
 from helpers import CMU1
 from napari_mupd import RegionError, open_slide
 from napari_mupd.cli import main
-from napari_mupd.engine.jobs import DONE, JobError, JobSpec, run_job
-from napari_mupd.errors import ConditionError
+from napari_mupd.engine.jobs import DONE, JobSpec, run_job
+from napari_mupd.errors import ConditionError, JobError
+from napari_mupd.imaging.regions import Region
 from napari_mupd.model import MuPDConfig, MuPDPipeline
 
 pytestmark = pytest.mark.slow
@@ -37,7 +38,7 @@ def spec(tiny_model, out, **kw) -> JobSpec:
         "model": tiny_model,
         "target": "IHC:Ki67",
         "out": str(out),
-        "region": (0, 0, 1400, 1100),
+        "region": Region(0, 0, 1400, 1100),
         "steps": 2,
         "chunk": 512,
     }
@@ -142,7 +143,7 @@ def test_flat_png_output(tiny_model, tmp_path):
 
 def test_job_errors(tiny_model, tmp_path, capsys):
     with pytest.raises(RegionError, match="outside"):
-        run_job(spec(tiny_model, tmp_path / "a.ome.zarr", region=(9000, 9000, 100, 100)))
+        run_job(spec(tiny_model, tmp_path / "a.ome.zarr", region=Region(9000, 9000, 100, 100)))
     with pytest.raises(ConditionError, match="known IHC markers"):
         run_job(spec(tiny_model, tmp_path / "b.ome.zarr", target="IHC:HER2"))
     blank = tmp_path / "glass.png"
@@ -165,6 +166,6 @@ def test_job_errors(tiny_model, tmp_path, capsys):
                 str(tmp_path / "x.jpg"),
             ]
         )
-        == 1
+        == 2
     )
     assert "cannot tell the format" in capsys.readouterr().err

@@ -7,7 +7,9 @@ from PIL import Image
 
 from helpers import CMU1, DATA
 from napari_mupd import open_slide
-from napari_mupd.engine.tissue import slide_tissue_mask, tissue_fraction, tissue_mask
+from napari_mupd.engine.tissue import slide_tissue
+from napari_mupd.imaging.regions import Region
+from napari_mupd.imaging.tissue import TissueMap, tissue_mask
 
 
 def test_blank_glass_has_no_tissue():
@@ -27,8 +29,22 @@ def test_finds_a_stained_disc_on_glass():
 
 def test_real_slide_and_he_tile():
     with open_slide(CMU1) as slide:
-        mask, scale = slide_tissue_mask(slide, max_size=512)
+        tissue = slide_tissue(slide, max_size=512)
+        assert slide_tissue(slide, max_size=512) is tissue  # computed once per slide
+    mask = tissue.mask
     assert 0.2 < mask.mean() < 0.9  # CMU-1-Small-Region: skin with some glass
-    assert tissue_fraction(mask, scale, (0, 0, 2220, 2967)) == mask.mean()
+    assert tissue.fraction(Region(0, 0, 2220, 2967)) == mask.mean()
+    assert tissue.has_tissue(Region(0, 0, 2220, 2967), mask.mean())
+    assert not tissue.has_tissue(Region(0, 0, 2220, 2967), mask.mean() + 0.01)
     tile = np.asarray(Image.open(DATA / "tiles" / "wsidicom_test_tile.png").convert("RGB"))
     assert tissue_mask(tile).mean() > 0.5
+
+
+def test_tissue_map_reads_level0_regions_off_a_coarser_mask():
+    mask = np.zeros((10, 20), bool)
+    mask[:, 10:] = True  # the right half, at 4 level-0 pixels per mask pixel
+    tissue = TissueMap(mask, 4.0)
+    assert tissue.fraction(Region(40, 0, 40, 40)) == 1.0
+    assert tissue.fraction(Region(20, 0, 40, 40)) == 0.5
+    assert tissue.fraction(Region(0, 0, 3, 3)) == 0.0  # at least one mask pixel
+    assert tissue.fraction(Region(500, 500, 10, 10)) == 0.0  # off the mask

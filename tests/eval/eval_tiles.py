@@ -6,7 +6,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from skimage.draw import disk
 
-from napari_mupd.eval.stain import compose_stains
+from napari_mupd.imaging.stains import compose_stains
 
 PINK = (235, 200, 220)
 PURPLE = (70, 50, 140)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from skimage import data
 
-from napari_mupd.eval import EvalError, MetricWarning
-from napari_mupd.eval.compare import compare_stains, resample
-from napari_mupd.eval.stain import compose_stains, stain_densities
+from napari_mupd.errors import EvalError, MetricWarning
+from napari_mupd.eval.compare import compare_stains
+from napari_mupd.imaging.resize import resample
+from napari_mupd.imaging.stains import compose_stains, stain_densities
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from eval_tiles import he_ihc_pair
 
-from napari_mupd.eval import EvalError
+from napari_mupd.errors import EvalError
 from napari_mupd.eval.baselines import (
     ColourDeconvolutionBaseline,
     NearestNeighbourBaseline,
@@ -15,7 +15,7 @@ from napari_mupd.eval.baselines import (
     width_for_params,
 )
 from napari_mupd.eval.metrics import pearson_r
-from napari_mupd.eval.stain import dab_density
+from napari_mupd.imaging.stains import dab_density
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from helpers import BRAIN, CMU1, brain_spots, serial_sections
 from napari_mupd.cli import main
-from napari_mupd.eval.heldout import evaluate_checkpoint, split_datasets
+from napari_mupd.eval.experiments.heldout import evaluate_checkpoint, split_datasets
 from napari_mupd.model import MuPDConfig, MuPDPipeline
 from napari_mupd.train.config import TrainConfig
 
@@ -58,10 +58,10 @@ def test_eval_needs_pairs(tmp_path, capsys):
                 str(tmp_path / "out"),
             ]
         )
-        == 1
+        == 2
     )
     assert "no image file names in common" in capsys.readouterr().err
-    assert main(["eval", "--out", str(tmp_path / "out")]) == 1
+    assert main(["eval", "--out", str(tmp_path / "out")]) == 2
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_heldout_evaluation_scores_model_and_baselines(heldout_config):
 
 
 def test_few_shot_experiment_runs_end_to_end(tmp_path):
-    from napari_mupd.eval.fewshot import few_shot_experiment, logistic_regression
+    from napari_mupd.eval.experiments.fewshot import few_shot_experiment, logistic_regression
 
     x = np.concatenate([np.random.default_rng(0).normal(m, 1, (20, 3)) for m in (0, 5)])
     y = np.repeat([0, 1], 20)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from helpers import DATA
-from napari_mupd.eval import EvalError
+from napari_mupd.errors import EvalError
 from napari_mupd.eval.features import (
     FEATURE_NAMES,
     frechet_distance,

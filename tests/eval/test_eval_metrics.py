@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from eval_tiles import smooth_field
 
-from napari_mupd.eval import EvalError, MetricWarning
+from napari_mupd.errors import EvalError, MetricWarning
 from napari_mupd.eval.metrics import (
     dice,
     marker_correlation,
@@ -17,7 +17,7 @@ from napari_mupd.eval.metrics import (
     psnr,
     ssim,
 )
-from napari_mupd.eval.stain import dab_positive_mask
+from napari_mupd.imaging.stains import dab_positive_mask
 
 
 def test_identical_images_score_perfectly(ihc_image):

@@ -9,7 +9,7 @@ import pytest
 from eval_tiles import he_ihc_pair
 from PIL import Image
 
-from napari_mupd.eval import EvalError
+from napari_mupd.errors import EvalError
 from napari_mupd.eval.baselines import ColourDeconvolutionBaseline
 from napari_mupd.eval.report import COLUMNS, evaluate_pairs, format_table, plot_report
 

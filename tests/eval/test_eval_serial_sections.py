@@ -13,7 +13,7 @@ from helpers import DATA
 from napari_mupd.engine.registration import read_landmarks, register_landmarks
 from napari_mupd.eval.baselines import ColourDeconvolutionBaseline, NearestNeighbourBaseline
 from napari_mupd.eval.report import evaluate_pairs, format_table
-from napari_mupd.eval.stain import dab_density, dab_positive_mask
+from napari_mupd.imaging.stains import dab_density, dab_positive_mask
 
 SECTIONS = DATA / "serial_sections" / "mouse_lung_lesion3"
 LANDMARKS = SECTIONS / "landmarks_50pc" / "user-PS_scale-50pc"

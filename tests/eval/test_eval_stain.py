@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_mupd.eval import EvalError
-from napari_mupd.eval.stain import (
+from napari_mupd.errors import EvalError
+from napari_mupd.imaging.stains import (
     compose_stains,
     dab_density,
     dab_positive_mask,

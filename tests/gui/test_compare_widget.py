@@ -10,9 +10,14 @@ from PIL import Image
 from helpers import LANDMARKS, SECTIONS
 from napari_mupd.engine.registration import read_landmarks, register_landmarks
 from napari_mupd.eval.compare import compare_stains
-from napari_mupd.layers import read_on_grid, world_matrix
-from napari_mupd.widgets.compare import LANDMARKS as BY_LANDMARKS
-from napari_mupd.widgets.compare import OVERLAY, SIDE_BY_SIDE, CompareStainsWidget, viewer_grid
+from napari_mupd.plugin.layers import read_on_grid, world_matrix
+from napari_mupd.plugin.widgets.compare import LANDMARKS as BY_LANDMARKS
+from napari_mupd.plugin.widgets.compare import (
+    OVERLAY,
+    SIDE_BY_SIDE,
+    CompareStainsWidget,
+    viewer_grid,
+)
 
 pytestmark = pytest.mark.gui
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from helpers import CMU1
-from napari_mupd.layers import region_from_view
+from napari_mupd.plugin.layers import region_from_view
+from napari_mupd.plugin.widgets.export import FIELD_OF_VIEW, WHOLE_IMAGE, ExportTilesWidget
 from napari_mupd.train.datasets import PairedTileFolder
-from napari_mupd.widgets.export import FIELD_OF_VIEW, WHOLE_IMAGE, ExportTilesWidget
 
 pytestmark = pytest.mark.gui
 

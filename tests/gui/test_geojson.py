@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from helpers import CMU1
-from napari_mupd._geojson import napari_get_reader
-from napari_mupd.io.geojson import GeoJSONError, read_geojson
+from napari_mupd.errors import GeoJSONError
+from napari_mupd.io.geojson import read_geojson
+from napari_mupd.plugin._geojson import napari_get_reader
 
 pytestmark = pytest.mark.gui
 

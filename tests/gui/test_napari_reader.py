@@ -7,7 +7,7 @@ import pytest
 
 from helpers import CMU1, TCGA
 from napari_mupd import SlideError
-from napari_mupd._reader import napari_get_reader
+from napari_mupd.plugin._reader import napari_get_reader
 
 pytestmark = pytest.mark.gui
 

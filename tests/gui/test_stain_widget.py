@@ -9,9 +9,9 @@ import pytest
 
 from helpers import CMU1
 from napari_mupd.errors import RegionError
-from napari_mupd.widgets import stain
-from napari_mupd.widgets._controls import FIELD_OF_VIEW
-from napari_mupd.widgets.stain import VirtualStainWidget
+from napari_mupd.plugin.widgets import stain
+from napari_mupd.plugin.widgets._controls import FIELD_OF_VIEW
+from napari_mupd.plugin.widgets.stain import VirtualStainWidget
 
 pytestmark = pytest.mark.gui
 

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from helpers import BRAIN, DATA
-from napari_mupd._visium_reader import napari_get_reader
 from napari_mupd.io.visium import read_10x_h5, spots_expression
+from napari_mupd.plugin._visium_reader import napari_get_reader
 
 pytestmark = pytest.mark.gui
 

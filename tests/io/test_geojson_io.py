@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_mupd.errors import MuPDError
-from napari_mupd.io.geojson import Annotation, GeoJSONError, read_geojson, write_geojson
+from napari_mupd.errors import GeoJSONError, MuPDError
+from napari_mupd.io.geojson import Annotation, read_geojson, write_geojson
 
 SQUARE = [[10.0, 20.0], [110.0, 20.0], [110.0, 70.0], [10.0, 70.0], [10.0, 20.0]]
 HOLE = [[30.0, 30.0], [40.0, 30.0], [40.0, 40.0], [30.0, 30.0]]

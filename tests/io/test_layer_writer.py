@@ -10,8 +10,9 @@ import pytest
 import zarr
 
 from helpers import pattern
-from napari_mupd._writer import BLOCK, LayerWriteError, json_safe, write_ome_zarr_layer
+from napari_mupd.errors import LayerWriteError
 from napari_mupd.io import open_slide
+from napari_mupd.plugin._writer import BLOCK, json_safe, write_ome_zarr_layer
 
 
 class RecordingArray:

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from helpers import BRAIN, DATA
-from napari_mupd.errors import MuPDError
-from napari_mupd.io.visium import SpotsError, read_h5ad_spots, spots_expression
+from napari_mupd.errors import MuPDError, SpotsError
+from napari_mupd.io.visium import read_h5ad_spots, spots_expression
 
 LIBRARY = "V1_Adult_Mouse_Brain"
 LOWRES = 0.051033426

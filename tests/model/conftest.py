@@ -16,7 +16,6 @@ from napari_mupd.model import MuPDConfig, MuPDPipeline
 torch.set_num_threads(1)
 
 
-
 @pytest.fixture
 def config() -> MuPDConfig:
     return MuPDConfig.tiny()

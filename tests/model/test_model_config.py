@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from napari_mupd.errors import ConditionError
+from napari_mupd.errors import ConditionError, ConfigError, MuPDError
 from napari_mupd.model import MuPDConfig
 
 
@@ -72,11 +72,16 @@ def test_unknown_kind_lists_the_known_targets() -> None:
 
 def test_invalid_configs_are_rejected() -> None:
     tiny = MuPDConfig.tiny()
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(ConfigError, match="divisible"):
         dataclasses.replace(tiny, num_heads=3)
-    with pytest.raises(ValueError, match="mif_vae"):
+    with pytest.raises(ConfigError, match="mif_vae"):
         dataclasses.replace(tiny, mif_vae=None)
-    with pytest.raises(ValueError, match="twice"):
+    with pytest.raises(ConfigError, match="twice"):
         dataclasses.replace(tiny, targets=["H&E", "h&e"])
-    with pytest.raises(ValueError, match="unknown MuPDConfig field"):
+    with pytest.raises(ConfigError, match="targets: target 'IHC'"):
+        dataclasses.replace(tiny, targets=["H&E", "IHC"])
+    with pytest.raises(ConfigError, match="unknown MuPDConfig field"):
         MuPDConfig.from_dict({**tiny.to_dict(), "colour": "blue"})
+    with pytest.raises(ConfigError, match="invalid MuPDConfig"):
+        MuPDConfig.from_dict({**tiny.to_dict(), "depth": None, "num_heads": "two"})
+    assert issubclass(ConfigError, MuPDError)

@@ -6,7 +6,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from napari_mupd.errors import ConditionError
+from napari_mupd.errors import CheckpointError, ConditionError, ConfigError
 from napari_mupd.model import FlowMatchHeunScheduler, MuPDConfig, MuPDPipeline
 
 SETTINGS = settings(
@@ -101,7 +101,23 @@ def test_save_load_gives_identical_outputs(pipe, make_tile, tmp_path) -> None:
 def test_from_pretrained_rejects_a_folder_without_weights(pipe, tmp_path) -> None:
     pipe.save_pretrained(tmp_path)
     (tmp_path / "rna_encoder.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match=r"rna_encoder\.safetensors"):
+    with pytest.raises(CheckpointError, match=r"rna_encoder\.safetensors"):
+        MuPDPipeline.from_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match=r"no config\.json"):
+        MuPDPipeline.from_pretrained(tmp_path / "nothing")
+
+
+def test_from_pretrained_names_a_corrupt_file_or_config(pipe, tmp_path) -> None:
+    pipe.save_pretrained(tmp_path)
+    (tmp_path / "vae.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match=r"vae\.safetensors"):
+        MuPDPipeline.from_pretrained(tmp_path)
+    config = tmp_path / "config.json"
+    config.write_text(config.read_text().replace('"name"', '"colour": "blue", "name"'))
+    with pytest.raises(ConfigError, match=r"unknown MuPDConfig field.*colour"):
+        MuPDPipeline.from_pretrained(tmp_path)
+    config.write_text("{not json")
+    with pytest.raises(ConfigError, match=r"config\.json"):
         MuPDPipeline.from_pretrained(tmp_path)
 
 

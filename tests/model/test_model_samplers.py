@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from napari_mupd.errors import ConfigError
 from napari_mupd.model import (
     FlowMatchEulerScheduler,
     FlowMatchHeunScheduler,
@@ -60,7 +61,7 @@ def test_shift_moves_steps_towards_noise() -> None:
 def test_scheduler_config_round_trip() -> None:
     s = scheduler_from_config(FlowMatchHeunScheduler(shift=2.5).config)
     assert isinstance(s, FlowMatchHeunScheduler) and s.shift == 2.5
-    with pytest.raises(ValueError, match="unknown scheduler"):
+    with pytest.raises(ConfigError, match="unknown scheduler"):
         scheduler_from_config({"_class_name": "DDIM"})
 
 

@@ -140,9 +140,7 @@ def test_augmentations_keep_pairs_aligned():
     a = pattern(32, 32)
     b, c = dihedral([a, a.copy()], rng)
     np.testing.assert_array_equal(b, c)
-    tile = np.asarray(
-        Image.open(DATA / "tiles" / "wsidicom_test_tile.png").convert("RGB")
-    )
+    tile = np.asarray(Image.open(DATA / "tiles" / "wsidicom_test_tile.png").convert("RGB"))
     jittered = stain_jitter(tile, np.random.default_rng(1))
     change = np.abs(jittered.astype(int) - tile).mean()
     assert jittered.shape == tile.shape and 0.5 < change < 15  # mild, but not nothing

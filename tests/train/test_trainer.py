@@ -12,8 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import BRAIN, DATA, brain_spots, serial_sections
+from napari_mupd.errors import ConfigError
 from napari_mupd.model import MuPDPipeline
-from napari_mupd.train.config import ConfigError, TrainConfig
+from napari_mupd.train.config import TrainConfig
 from napari_mupd.train.trainer import Trainer
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_mupd.errors import MuPDError
+from napari_mupd.errors import EvalError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
@@ -24,13 +24,13 @@ def paired_stems(pred: Path, real: Path) -> list[str]:
     """File stems present in both folders, sorted."""
     for folder in (pred, real):
         if not folder.is_dir():
-            raise MuPDError(f"{folder}: not a folder")
+            raise EvalError(f"{folder}: not a folder")
     stems = [
         {p.stem for p in f.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES} for f in (pred, real)
     ]
     common = sorted(stems[0] & stems[1])
     if not common:
-        raise MuPDError(f"no image file names in common between {pred} and {real}")
+        raise EvalError(f"no image file names in common between {pred} and {real}")
     return common
 
 
@@ -78,13 +78,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if args.config:
-        from napari_mupd.eval.heldout import evaluate_checkpoint
-        from napari_mupd.model import MuPDPipeline
+        from napari_mupd.eval.experiments.heldout import evaluate_checkpoint
+        from napari_mupd.model.loading import load_pipeline
         from napari_mupd.train.config import TrainConfig
 
         config = TrainConfig.from_yaml(args.config)
         model = Path(args.model) if args.model else config.path(config.out_dir) / "final"
-        pipe = MuPDPipeline.from_pretrained(model, device=args.device)
+        pipe = load_pipeline(model, args.device)
         tables = evaluate_checkpoint(
             pipe,
             config,
@@ -94,15 +94,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
             regression_params=args.regression_params,
         )
         if args.few_shot:
-            from napari_mupd.eval.fewshot import few_shot_experiment
+            from napari_mupd.eval.experiments.fewshot import few_shot_experiment
 
             tables["few-shot"] = few_shot_experiment(pipe, config, steps=args.steps)
         if not tables:
-            raise MuPDError(f"{args.config}: no dataset holds out a test split (holdout: 0)")
+            raise EvalError(f"{args.config}: no dataset holds out a test split (holdout: 0)")
         title = f"Held-out evaluation of {model} ({pipe.config.name}, {pipe.model_hash[:12]})"
     else:
         if not (args.pred and args.real):
-            raise MuPDError("give --pred and --real folders, or --config")
+            raise EvalError("give --pred and --real folders, or --config")
         pred, real = Path(args.pred), Path(args.real)
         stems = paired_stems(pred, real)
         df = evaluate_pairs(

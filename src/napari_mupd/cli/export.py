@@ -12,7 +12,6 @@ def cmd_export_tiles(args: argparse.Namespace) -> int:
     from napari_mupd.cli.generate import read_rna
     from napari_mupd.cli.stain import parse_roi
     from napari_mupd.engine.export import export_tiles
-    from napari_mupd.engine.region import Region
     from napari_mupd.io import open_slide
     from napari_mupd.model.loading import load_pipeline
 
@@ -27,7 +26,7 @@ def cmd_export_tiles(args: argparse.Namespace) -> int:
 
         manifest = export_tiles(
             slide,
-            None if roi is None else Region(*roi),
+            roi,
             pipe,
             args.out,
             tile_size=args.tile_size,

@@ -7,9 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from napari_mupd import __version__
+from napari_mupd._version import __version__
 from napari_mupd.errors import ConditionError
 
 
@@ -35,13 +33,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Generate ``--n`` tiles from text, RNA or an image and write PNGs plus manifest.json."""
     from PIL import Image
 
+    from napari_mupd.imaging.pixels import to_uint8
+    from napari_mupd.imaging.resize import fit_tile
     from napari_mupd.io.slide import open_slide
-    from napari_mupd.model import MuPDPipeline
-    from napari_mupd.resources import resolve_model
+    from napari_mupd.model.loading import load_pipeline
 
     if not (args.text or args.rna or args.image):
         raise ConditionError("give at least one condition: --text, --rna or --image")
-    pipe = MuPDPipeline.from_pretrained(resolve_model(args.model), device=args.device)
+    pipe = load_pipeline(args.model, args.device)
     image = None
     if args.image:
         with open_slide(args.image) as slide:
@@ -49,8 +48,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
             image = slide.read_region((0, 0), 0, (w, h))
         side = pipe.config.resolution
         if image.shape[:2] != (side, side):
-            from napari_mupd.train.datasets import fit_tile
-
             image = fit_tile(image, side)
     result = pipe(
         text=args.text,
@@ -68,7 +65,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     files = []
     for i, tile in enumerate(result.images):
         name = f"tile_{i:04d}.png"
-        pixels = (np.clip(tile, 0, 1) * 255 + 0.5).astype(np.uint8)
+        pixels = to_uint8(tile)
         Image.fromarray(pixels if pixels.shape[-1] == 3 else pixels[..., 0]).save(out / name)
         files.append(name)
     manifest = {

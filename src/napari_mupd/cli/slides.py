@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from napari_mupd.imaging.regions import Region
 from napari_mupd.io import Slide, open_slide
 from napari_mupd.resources import sample_slide_path
 
@@ -61,19 +62,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo_region(slide: Slide, size: int) -> tuple[int, int, int, int]:
-    """A ``size`` x ``size`` level-0 box with the most tissue (x, y, w, h)."""
-    from napari_mupd.engine.tissue import slide_tissue_mask, tissue_fraction
+def demo_region(slide: Slide, size: int) -> Region:
+    """The ``size`` x ``size`` level-0 region with the most tissue."""
+    from napari_mupd.engine.tissue import slide_tissue
 
-    mask, scale = slide_tissue_mask(slide, max_size=512)
+    tissue = slide_tissue(slide, max_size=512)
     w, h = slide.dimensions
     step = max(1, size // 4)
-    boxes = [
-        (x, y, size, size)
+    regions = [
+        Region(x, y, size, size)
         for y in range(0, max(1, h - size), step)
         for x in range(0, max(1, w - size), step)
     ]
-    return max(boxes, key=lambda b: tissue_fraction(mask, scale, b))
+    return max(regions, key=tissue.fraction)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -81,19 +82,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from napari_mupd.engine.models import PipelineTileModel
-    from napari_mupd.engine.region import Region, stain_region
-    from napari_mupd.engine.writers import write_ome_zarr
-    from napari_mupd.model import MuPDPipeline
-    from napari_mupd.resources import resolve_model
+    from napari_mupd.engine.sampling import PipelineTileModel
+    from napari_mupd.engine.virtual_stain import stain_region
+    from napari_mupd.imaging.resize import resize
+    from napari_mupd.io.ome_zarr import write_ome_zarr
+    from napari_mupd.model.loading import load_pipeline
 
+    pipe = load_pipeline(args.model, args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pipe = MuPDPipeline.from_pretrained(resolve_model(args.model), device=args.device)
     model = PipelineTileModel(pipe, args.target, steps=args.steps)
     with open_slide(sample_slide_path()) as slide:
         print(format_summary(slide_summary(slide)))
-        region = Region(*demo_region(slide, args.size))
+        region = demo_region(slide, args.size)
         print(
             f"\nstaining {model.target} on x={region.x} y={region.y} "
             f"{region.width}x{region.height} px with {pipe.config.name} on {pipe.device} ..."
@@ -111,7 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         units=result.units,
         attrs=result.metadata,
     )
-    he = np.asarray(Image.fromarray(source).resize((w, h), Image.Resampling.BOX))
+    he = resize(source, (h, w))
     preview = out / "preview.png"
     Image.fromarray(np.concatenate([he, result.rgb_uint8()], axis=1)).save(preview)
     print(f"done in {result.metadata['seconds']:.1f} s")
@@ -120,18 +121,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.view:
         import napari
 
+        from napari_mupd.plugin.layers import show_demo
+
         show_demo(napari.Viewer(), zarr_path, f"virtual {model.target}")
         napari.run()
     return 0
-
-
-def show_demo(viewer: Any, zarr_path: Path, name: str) -> list[Any]:
-    """Open the sample slide and, over it, the stained OME-Zarr as layer ``name``."""
-    layers = viewer.open(str(sample_slide_path()), plugin="napari-mupd")
-    stain = viewer.open(str(zarr_path), plugin="napari-mupd")
-    for layer in stain:
-        layer.name, layer.opacity = name, 0.8
-    return [*layers, *stain]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

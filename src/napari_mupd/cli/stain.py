@@ -5,19 +5,24 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from napari_mupd.errors import MuPDError
+from napari_mupd.errors import OutputError, RegionError
+from napari_mupd.imaging.regions import Region
+
+if TYPE_CHECKING:
+    from napari_mupd.engine.jobs import JobSpec
 
 
-def parse_roi(text: str | None) -> tuple[int, int, int, int] | None:
-    """``x,y,w,h`` in level-0 pixels."""
+def parse_roi(text: str | None) -> Region | None:
+    """The region of ``--roi x,y,w,h`` (level-0 pixels), or None for the whole slide."""
     if text is None:
         return None
     try:
         x, y, w, h = (int(v) for v in text.split(","))
     except ValueError as exc:
-        raise MuPDError(f"--roi must be x,y,w,h in level-0 pixels, got {text!r}") from exc
-    return x, y, w, h
+        raise RegionError(f"--roi must be x,y,w,h in level-0 pixels, got {text!r}") from exc
+    return Region(x, y, w, h)
 
 
 def output_format(out: str, fmt: str | None) -> str:
@@ -31,7 +36,7 @@ def output_format(out: str, fmt: str | None) -> str:
         return "ome-tiff"
     if name.endswith((".png", ".tif", ".tiff")):
         return "flat"
-    raise MuPDError(
+    raise OutputError(
         f"cannot tell the format of {out!r}: end it in .ome.zarr, .ome.tif, .png or .tif"
     )
 
@@ -41,6 +46,7 @@ def cmd_stain(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from napari_mupd.engine.jobs import JobSpec, run_job
+    from napari_mupd.model.loading import check_device
     from napari_mupd.resources import resolve_model
 
     fmt = output_format(args.out, args.format)
@@ -56,7 +62,7 @@ def cmd_stain(args: argparse.Namespace) -> int:
         samples=args.samples,
         mpp=args.mpp,
         guidance=args.guidance,
-        device=args.device,
+        device=check_device(args.device),
     )
     if fmt == "flat":
         return _stain_flat(spec)
@@ -83,20 +89,20 @@ def cmd_stain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stain_flat(spec) -> int:
-    from napari_mupd.engine.models import PipelineTileModel
-    from napari_mupd.engine.region import Region, stain_region
-    from napari_mupd.engine.writers import write_flat
+def _stain_flat(spec: JobSpec) -> int:
+    from napari_mupd.engine.sampling import PipelineTileModel
+    from napari_mupd.engine.virtual_stain import stain_region
     from napari_mupd.io import open_slide
-    from napari_mupd.model import MuPDPipeline
+    from napari_mupd.io.writers import write_flat
+    from napari_mupd.model.loading import load_pipeline
 
-    pipe = MuPDPipeline.from_pretrained(spec.model, device=spec.device)
+    pipe = load_pipeline(spec.model, spec.device)
     model = PipelineTileModel(
         pipe, spec.target, text=spec.text, steps=spec.steps, guidance=spec.guidance, mpp=spec.mpp
     )
     with open_slide(spec.slide) as slide:
         w, h = slide.dimensions
-        region = Region(*spec.region) if spec.region else Region(0, 0, w, h)
+        region = spec.region or Region(0, 0, w, h)
         result = stain_region(slide, region, model, seed=spec.seed, samples=spec.samples)
     write_flat(spec.out, result.image, result.channels)
     print(
@@ -107,25 +113,11 @@ def _stain_flat(spec) -> int:
 
 
 def _zarr_to_ome_tiff(zarr_path: Path, out: Path) -> None:
-    import zarr
+    from napari_mupd.io.ome_zarr import read_ome_zarr
+    from napari_mupd.io.writers import write_ome_tiff
 
-    from napari_mupd.engine.writers import write_ome_tiff
-
-    group = zarr.open_group(str(zarr_path), mode="r")
-    ms = group.attrs["multiscales"][0]
-    scale = ms["datasets"][0]["coordinateTransformations"][0]["scale"]
-    units = ms["axes"][1].get("unit")
-    channels = [c["label"] for c in group.attrs["omero"]["channels"]]
-    import numpy as np
-
-    levels = [np.moveaxis(np.asarray(group[d["path"]][:]), 0, -1) for d in ms["datasets"]]
-    write_ome_tiff(
-        out,
-        levels,
-        channels,
-        mpp=(scale[1], scale[2]) if units else None,
-        description=dict(group.attrs["napari_mupd"]),
-    )
+    image = read_ome_zarr(zarr_path)
+    write_ome_tiff(out, image.levels, image.channels, mpp=image.mpp, description=image.attrs)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import re
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +32,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from napari_mupd import __version__
-from napari_mupd.engine.models import Cancel, Cancelled, sample
-from napari_mupd.engine.region import Grid, Progress, Region
-from napari_mupd.engine.tissue import slide_tissue_mask, tissue_fraction
-from napari_mupd.errors import ConditionError, MuPDError
+from napari_mupd._version import __version__
+from napari_mupd.engine.sampling import Cancel, Progress, sample
+from napari_mupd.engine.tissue import slide_tissue
+from napari_mupd.engine.virtual_stain import Grid
+from napari_mupd.errors import Cancelled, ConditionError, ExportError
+from napari_mupd.imaging.pixels import to_uint8
+from napari_mupd.imaging.regions import Region
+from napari_mupd.imaging.resize import resize
 from napari_mupd.io import Slide
 
 REAL = "real"
@@ -68,14 +70,6 @@ COLUMNS = (
     "model_hash",
     "napari_mupd_version",
 )
-
-
-#: Tissue masks of open slides, so that reruns and checks do not redo them.
-_MASKS: weakref.WeakKeyDictionary[Slide, tuple[np.ndarray, float]] = weakref.WeakKeyDictionary()
-
-
-class ExportError(MuPDError, ValueError):
-    """An export cannot start: no tissue, bad sizes, or a folder holding another export."""
 
 
 @dataclass(frozen=True)
@@ -122,11 +116,8 @@ def plan_tiles(
             f"the region ({width}x{height} px at the model's pixel size) is smaller than "
             f"one {t} px tile"
         )
-    if slide not in _MASKS:
-        _MASKS[slide] = slide_tissue_mask(slide)
-    mask, scale = _MASKS[slide]
+    tissue = slide_tissue(slide)
     polygon = grid.mask()
-    d, r = grid.downsample, grid.region
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", slide.path.stem) or "slide"
     spots = []
     for k, (gy, gx) in enumerate(
@@ -134,11 +125,11 @@ def plan_tiles(
         for gy in range(0, height - t + 1, stride)
         for gx in range(0, width - t + 1, stride)
     ):
-        x, y = round(r.x + gx * d), round(r.y + gy * d)
         if polygon is not None and polygon[gy : gy + t, gx : gx + t].mean() < 0.5:
             continue
-        if tissue_fraction(mask, scale, (x, y, round(t * d), round(t * d))) >= min_tissue:
-            spots.append(TileSpot(f"{stem}_x{x}_y{y}", gy, gx, x, y, seed + k))
+        area = grid.to_level0(Region(gx, gy, t, t))
+        if tissue.has_tissue(area, min_tissue):
+            spots.append(TileSpot(f"{stem}_x{area.x}_y{area.y}", gy, gx, area.x, area.y, seed + k))
     if not spots:
         raise ExportError(
             f"{slide.path.name}: no {t} px tile in the region has {min_tissue:.0%} tissue; "
@@ -194,7 +185,8 @@ def export_tiles(
     if region is None:
         width, height = slide.dimensions
         region = Region(0, 0, width, height)
-    grid = Grid.for_region(slide, _clip(region, slide), mpp if mpp is not None else config.mpp)
+    clipped = region.clip(slide.dimensions, slide.path.name)
+    grid = Grid.for_region(slide, clipped, mpp if mpp is not None else config.mpp)
     spots = plan_tiles(slide, grid, t, stride=stride, count=count, min_tissue=min_tissue, seed=seed)
     steps_of = {s.name: steps or config.default_steps.get(s.kind, 25) for s in specs}
     tile_mpp = None if slide.mpp is None else round(slide.mpp[0] * grid.downsample, 6)
@@ -239,7 +231,7 @@ def export_tiles(
         for spot in spots:
             if cancel():
                 raise Cancelled("cancelled")
-            real = grid.read(slide, spot.gy, spot.gx, t, t)
+            real = grid.read(slide, Region(spot.gx, spot.gy, t, t))
             source = f"{REAL}/{spot.id}.png"
             base = {**common, "id": spot.id, "x": spot.x, "y": spot.y}
             if not (out / source).exists():
@@ -276,15 +268,6 @@ def export_tiles(
     finally:
         _write_manifest(out, rows, settings, report, complete)
     return out / MANIFEST_CSV
-
-
-def _clip(region: Region, slide: Slide) -> Region:
-    """``region`` cut to the slide's bounds (the polygon kept)."""
-    region.check(slide)
-    width, height = slide.dimensions
-    x0, y0 = max(region.x, 0), max(region.y, 0)
-    x1, y1 = min(region.x + region.width, width), min(region.y + region.height, height)
-    return Region(x0, y0, x1 - x0, y1 - y0, region.polygon)
 
 
 def _profile(rna: Any, config: Any) -> tuple[Any, Any]:
@@ -346,7 +329,7 @@ def _generate(
     """One tile of ``spec`` as uint8 (H, W, C); raises :class:`Cancelled` mid-sampling."""
     image = conditions["image"]
     if image is not None and not spec.uses_source:  # a reference tile at the model's size
-        image = _resize(image, pipe.config.resolution)
+        image = resize(image, (pipe.config.resolution, pipe.config.resolution))
     result = sample(
         pipe,
         cancel,
@@ -359,14 +342,7 @@ def _generate(
         num_inference_steps=steps,
         generator=seed,
     )
-    return (np.clip(result.images[0], 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[0] == size:
-        return image
-    filt = Image.Resampling.BOX if image.shape[0] > size else Image.Resampling.BICUBIC
-    return np.asarray(Image.fromarray(image).resize((size, size), filt))
+    return to_uint8(result.images[0])
 
 
 def _save(path: Path, pixels: np.ndarray) -> None:
@@ -433,4 +409,4 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -
         writer.writerows(rows)
 
 
-__all__ = ["COLUMNS", "ExportError", "TileSpot", "export_tiles", "plan_tiles", "target_slug"]
+__all__ = ["COLUMNS", "TileSpot", "export_tiles", "plan_tiles", "target_slug"]

@@ -22,18 +22,19 @@ from typing import Any
 
 import numpy as np
 
-from napari_mupd import __version__
-from napari_mupd.engine.region import Grid, Region, stain_grid
-from napari_mupd.engine.tissue import slide_tissue_mask, tissue_fraction
-from napari_mupd.engine.writers import build_pyramid, create_ome_zarr, to_dtype
-from napari_mupd.errors import MuPDError
+from napari_mupd._version import __version__
+from napari_mupd.engine.sampling import PipelineTileModel
+from napari_mupd.engine.tissue import slide_tissue
+from napari_mupd.engine.virtual_stain import Grid, TileFilter, stain_grid
+from napari_mupd.errors import JobError
+from napari_mupd.imaging.pixels import to_uint8
+from napari_mupd.imaging.regions import Region
+from napari_mupd.io import Slide, open_slide
+from napari_mupd.io.ome_zarr import build_pyramid, create_ome_zarr
+from napari_mupd.model.loading import load_pipeline
 
 ZARR_CHUNK = 512
 DONE = ".mupd-done"
-
-
-class JobError(MuPDError):
-    """A staining job cannot start or continue."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class JobSpec:
     model: str
     target: str
     out: str
-    region: tuple[int, int, int, int] | None = None  # x, y, w, h in level-0 pixels
+    region: Region | None = None  # level-0 pixels; None: the whole slide
     text: str | None = None
     steps: int | None = None
     seed: int = 0
@@ -64,49 +65,40 @@ class JobSpec:
         return out
 
 
-# -- per-process caches (a dask worker loads the model and opens the slide once) ----------
-_CACHE: dict[tuple, Any] = {}
+# -- per-process state: a dask worker opens each slide once (the model is cached by
+# model.loading, the tissue map by engine.tissue) -------------------------------------------
+_SLIDES: dict[str, Slide] = {}
 _LOCK = threading.Lock()
 
 
-def _cached(key: tuple, build: Callable[[], Any]) -> Any:
+def _open(path: str) -> Slide:
     with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = build()
-        return _CACHE[key]
+        if path not in _SLIDES or _SLIDES[path].closed:
+            _SLIDES[path] = open_slide(path)
+        return _SLIDES[path]
 
 
-def _context(spec: JobSpec) -> tuple[Any, Grid, Any, Callable[[int, int, int], bool]]:
-    from napari_mupd.engine.models import PipelineTileModel
-    from napari_mupd.io import open_slide
-    from napari_mupd.model import MuPDPipeline
-
-    slide = _cached(("slide", spec.slide), lambda: open_slide(spec.slide))
+def _context(spec: JobSpec) -> tuple[Slide, Grid, PipelineTileModel, TileFilter]:
+    slide = _open(spec.slide)
     device = spec.device
     if device in (None, "auto", "cuda") and "device" in _WORKER:
         device = _WORKER["device"]  # this worker's own GPU
-    pipe = _cached(
-        ("pipe", spec.model, device),
-        lambda: MuPDPipeline.from_pretrained(spec.model, device=device),
-    )
+    pipe = load_pipeline(spec.model, device)
     model = PipelineTileModel(
         pipe, spec.target, text=spec.text, steps=spec.steps, guidance=spec.guidance, mpp=spec.mpp
     )
     w, h = slide.dimensions
-    region = Region(*spec.region) if spec.region else Region(0, 0, w, h)
-    grid = Grid.for_region(slide, region, model.mpp)
-    mask, scale = _cached(("tissue", spec.slide), lambda: slide_tissue_mask(slide))
-    d = grid.downsample
+    grid = Grid.for_region(slide, spec.region or Region(0, 0, w, h), model.mpp)
+    tissue_map = slide_tissue(slide)
 
-    def tissue(y: int, x: int, t: int) -> bool:
-        box = (round(region.x + x * d), round(region.y + y * d), round(t * d), round(t * d))
-        return tissue_fraction(mask, scale, box) >= spec.min_tissue
+    def tissue(tile: Region) -> bool:
+        return tissue_map.has_tissue(grid.to_level0(tile), spec.min_tissue)
 
     return slide, grid, model, tissue
 
 
-def stain_chunk(spec: JobSpec, window: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-    """Stain one window of the output, write it and mark it done (a dask task)."""
+def stain_chunk(spec: JobSpec, window: Region) -> Region:
+    """Stain one window (grid pixels) of the output, write it and mark it done (a dask task)."""
     import zarr
 
     if "threads" in _WORKER:  # torch's OpenMP thread count is per calling thread
@@ -124,9 +116,9 @@ def stain_chunk(spec: JobSpec, window: tuple[int, int, int, int]) -> tuple[int, 
         batch_size=spec.batch_size,
         tissue=tissue,
     )
-    y0, x0, y1, x1 = window
+    y0, x0, y1, x1 = window.y, window.x, window.y + window.height, window.x + window.width
     group = zarr.open_group(spec.out, mode="r+")
-    group["0"][:, y0:y1, x0:x1] = np.moveaxis(to_dtype(mean, "uint8"), -1, 0)
+    group["0"][:, y0:y1, x0:x1] = np.moveaxis(to_uint8(mean), -1, 0)
     if std is not None:
         group["std/0"][:, y0:y1, x0:x1] = np.moveaxis(std.astype(np.float32), -1, 0)
     marker = Path(spec.out) / DONE / f"{y0}_{x0}"
@@ -136,18 +128,19 @@ def stain_chunk(spec: JobSpec, window: tuple[int, int, int, int]) -> tuple[int, 
     return window
 
 
-def plan(spec: JobSpec) -> tuple[Grid, list[tuple[int, int, int, int]], tuple[str, ...]]:
-    """The grid, the chunk windows and the channels of a job (checks its inputs)."""
+def plan(spec: JobSpec) -> tuple[Grid, list[Region], tuple[str, ...]]:
+    """The grid, the chunk windows (grid pixels) and the channels of a job (checks its inputs)."""
     slide, grid, model, tissue = _context(spec)
     if spec.chunk % ZARR_CHUNK:
         raise JobError(f"chunk must be a multiple of {ZARR_CHUNK}, got {spec.chunk}")
     h, w = grid.shape
     windows = [
-        (y, x, min(y + spec.chunk, h), min(x + spec.chunk, w))
+        Region(x, y, min(spec.chunk, w - x), min(spec.chunk, h - y))
         for y in range(0, h, spec.chunk)
         for x in range(0, w, spec.chunk)
     ]
-    if not any(tissue(y0, x0, max(y1 - y0, x1 - x0)) for y0, x0, y1, x1 in windows):
+    squares = [Region(c.x, c.y, max(c.width, c.height), max(c.width, c.height)) for c in windows]
+    if not any(tissue(square) for square in squares):
         raise JobError(f"{slide.path.name}: no tissue found in the region to stain")
     return grid, windows, model.channels
 
@@ -155,7 +148,8 @@ def plan(spec: JobSpec) -> tuple[Grid, list[tuple[int, int, int, int]], tuple[st
 def prepare_output(
     spec: JobSpec, grid: Grid, channels: tuple[str, ...], mpp: Any, overwrite: bool = False
 ) -> set[tuple[int, int]]:
-    """Create the OME-Zarr, or check an existing one is this job's; returns done chunks."""
+    """Create the OME-Zarr, or check an existing one is this job's; returns the (x, y)
+    top-left grid pixels of the chunks already done."""
     import zarr
 
     out = Path(spec.out)
@@ -166,12 +160,8 @@ def prepare_output(
             raise JobError(f"{out} exists and is not a napari-mupd output") from exc
         if existing.get("job") != json.loads(json.dumps(spec.key())):
             raise JobError(f"{out} holds another job's output; choose another path or --overwrite")
-        done = {
-            tuple(map(int, p.name.split("_")))
-            for p in (out / DONE).glob("*_*")
-            if not p.name.endswith(".tmp")
-        }
-        return done
+        markers = [p.name.split("_") for p in (out / DONE).glob("*_*") if p.suffix != ".tmp"]
+        return {(int(x), int(y)) for y, x in markers}  # markers are named y_x
     scale, translate = grid.placement(mpp)
     attrs = {"job": spec.key(), "napari_mupd_version": __version__, "complete": False}
     units = "micrometer" if mpp else "pixel"
@@ -216,7 +206,7 @@ def run_job(
     grid, windows, channels = plan(spec)
     slide = _context(spec)[0]
     done = prepare_output(spec, grid, channels, slide.mpp, overwrite)
-    todo = [w for w in windows if (w[0], w[1]) not in done]
+    todo = [w for w in windows if (w.x, w.y) not in done]
     if progress is not None:
         progress(len(windows) - len(todo), len(windows))
     if todo:

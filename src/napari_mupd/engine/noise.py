@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_mupd.imaging.regions import Region
+
 #: The field is drawn in square blocks of this many latent pixels, each from its own seed.
 BLOCK = 32
 
 
-def noise_window(seed: int, channels: int, y: int, x: int, h: int, w: int) -> np.ndarray:
-    """The (channels, h, w) window at latent (y, x) of the field of ``seed``.
+def noise_window(seed: int, channels: int, window: Region) -> np.ndarray:
+    """The (channels, h, w) ``window`` (in latent pixels) of the field of ``seed``.
 
     Each block is drawn from ``default_rng([seed, by, bx])``, so overlapping tiles,
     neighbouring chunks of a job and a rerun after a crash all see the same noise.
     """
+    y, x, h, w = window.y, window.x, window.height, window.width
     out = np.empty((channels, h, w), np.float32)
     for by in range(y // BLOCK, (y + h - 1) // BLOCK + 1):
         for bx in range(x // BLOCK, (x + w - 1) // BLOCK + 1):

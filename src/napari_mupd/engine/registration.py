@@ -15,12 +15,10 @@ import pandas as pd
 from scipy import fft, ndimage, optimize
 from skimage.transform import AffineTransform, resize, warp
 
-from napari_mupd.errors import MuPDError
-from napari_mupd.eval.stain import hematoxylin_density
-
-
-class RegistrationError(MuPDError, ValueError):
-    """Two sections could not be registered."""
+from napari_mupd.errors import RegistrationError
+from napari_mupd.imaging.pixels import as_rgb, to_uint8
+from napari_mupd.imaging.resize import downscale
+from napari_mupd.imaging.stains import hematoxylin_density
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ class Registration:
             cval=cval,
             preserve_range=False,
         )
-        return (out * 255 + 0.5).astype(np.uint8) if moving.dtype == np.uint8 else out
+        return to_uint8(out) if moving.dtype == np.uint8 else out
 
     def valid_mask(self, moving_shape: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
         """Where the warped moving image has data on the fixed grid."""
@@ -152,11 +150,7 @@ def register_auto(
 
 def _as_rgb(rgb: np.ndarray, name: str) -> np.ndarray:
     """``rgb`` as an (h, w, 3) uint8 array of at least 16 x 16 px, or `RegistrationError`."""
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise RegistrationError(
-            f"{name}: expected an (h, w, 3) uint8 RGB image, got {rgb.dtype} {rgb.shape}"
-        )
+    rgb = as_rgb(rgb, name, RegistrationError)
     if min(rgb.shape[:2]) < 16:
         raise RegistrationError(f"{name}: an image of {rgb.shape[:2]} px is too small")
     return rgb
@@ -167,7 +161,7 @@ def _density(rgb: np.ndarray, name: str, factor: float) -> tuple[np.ndarray, np.
     shape = _shrunk(rgb.shape, factor)
     scale = np.array([shape[1] / rgb.shape[1], shape[0] / rgb.shape[0]])
     if shape != rgb.shape[:2]:
-        rgb = (resize(rgb, shape, anti_aliasing=True, preserve_range=True) + 0.5).astype(np.uint8)
+        rgb = downscale(rgb, shape)
     density = hematoxylin_density(rgb)
     if np.ptp(ndimage.uniform_filter(density, 5)) < 0.02:
         raise RegistrationError(f"{name}: the image shows no haematoxylin contrast to register")

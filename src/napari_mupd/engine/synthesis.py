@@ -6,17 +6,18 @@ from typing import Any
 
 import numpy as np
 
-from napari_mupd.engine.models import Cancel, sample
-from napari_mupd.engine.region import Grid, Progress, Region
+from napari_mupd.engine.sampling import Cancel, Progress, sample
+from napari_mupd.engine.virtual_stain import Grid
 from napari_mupd.errors import ConditionError
+from napari_mupd.imaging.regions import Region
+from napari_mupd.imaging.resize import fit_tile
 from napari_mupd.io import Slide
-from napari_mupd.train.datasets import fit_tile
 
 
 def reference_tile(slide: Slide, region: Region, size: int, mpp: float | None) -> np.ndarray:
     """The region at the model's pixel size, centre-cropped and resized to ``size``."""
     grid = Grid.for_region(slide, region, mpp)
-    pixels = grid.read(slide, 0, 0, *grid.shape)
+    pixels = grid.read(slide, Region(0, 0, grid.shape[1], grid.shape[0]))
     return fit_tile(pixels, size)
 
 
@@ -35,8 +36,9 @@ def synthesize(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """``num_images`` H&E tiles (N, H, W, 3) in [0, 1] and their provenance.
 
-    Raises :class:`ConditionError` when no condition is given (an empty prompt counts
-    as none) and :class:`Cancelled` when ``cancel`` turns true (checked every step).
+    Raises :class:`~napari_mupd.errors.ConditionError` when no condition is given (an
+    empty prompt counts as none) and :class:`~napari_mupd.errors.Cancelled` when
+    ``cancel`` turns true (checked every step).
     """
     text = text.strip() if isinstance(text, str) else text
     if not text and rna is None and reference is None:

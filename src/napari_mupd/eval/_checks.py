@@ -1,4 +1,4 @@
-"""Input checks and the warning and error types shared by the evaluation modules."""
+"""Input checks shared by the evaluation modules."""
 
 from __future__ import annotations
 
@@ -6,25 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from napari_mupd.errors import MuPDError
-
-
-class EvalError(MuPDError, ValueError):
-    """Inputs to an evaluation function do not fit together (shapes, counts, kinds)."""
-
-
-class MetricWarning(UserWarning):
-    """A metric is undefined for these inputs (e.g. a constant image) and came back NaN."""
-
-
-def as_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """``image`` as an (h, w, 3) uint8 array, or an `EvalError` saying what it is instead."""
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise EvalError(
-            f"{name}: expected an (h, w, 3) uint8 RGB image, got {image.dtype} {image.shape}"
-        )
-    return image
+from napari_mupd.errors import EvalError
+from napari_mupd.imaging.pixels import as_rgb
 
 
 def as_tiles(tiles: np.ndarray | Sequence[np.ndarray], name: str = "tiles") -> list[np.ndarray]:

@@ -25,9 +25,11 @@ from scipy.ndimage import gaussian_filter, zoom
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from napari_mupd.eval._checks import EvalError, as_rgb, as_tiles
+from napari_mupd.errors import EvalError
+from napari_mupd.eval._checks import as_tiles
 from napari_mupd.eval.features import histology_features, standardise
-from napari_mupd.eval.stain import compose_stains, stain_densities
+from napari_mupd.imaging.pixels import as_rgb, to_uint8
+from napari_mupd.imaging.stains import compose_stains, stain_densities
 
 Tiles = np.ndarray | Sequence[np.ndarray]
 
@@ -267,7 +269,7 @@ class RegressionBaseline:
         h, w = he.shape[:2]
         x = F.pad(_to_tensor([he]), (0, -w % 4, 0, -h % 4), mode="replicate")
         y = self.net(x.to(self.device))[0, :, :h, :w]
-        return (y.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        return to_uint8(y.permute(1, 2, 0).cpu().numpy())
 
     def predict(self, he: Tiles) -> np.ndarray | list[np.ndarray]:
         """Predicted IHC tile(s); any size (padded to a multiple of 4, then cropped)."""

@@ -2,8 +2,8 @@
 "Compare stains" dock (Qt-free, numpy in).
 
 IHC pairs are (h, w, 3) uint8 RGB images: the marker is the DAB density from colour
-deconvolution (`stain.dab_density`), SSIM and PSNR are on RGB, and Dice compares the
-DAB-positive masks (`stain.dab_positive_mask`, one fixed threshold for both). mIF pairs
+deconvolution (`imaging.stains.dab_density`), SSIM and PSNR are on RGB, and Dice compares the
+DAB-positive masks (`imaging.stains.dab_positive_mask`, one fixed threshold for both). mIF pairs
 are (h, w) or (h, w, k) marker intensities used as they are; SSIM and PSNR use the span
 of both images' values as their data range, and Dice is NaN (there is no positive mask
 every panel agrees on), as in `report.evaluate_pairs`.
@@ -15,12 +15,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-from napari_mupd.eval._checks import EvalError, same_shape
+from napari_mupd.errors import EvalError
+from napari_mupd.eval._checks import same_shape
 from napari_mupd.eval.metrics import Kind, dice, marker_intensity, pearson_r, psnr, ssim
-from napari_mupd.eval.stain import dab_positive_mask
+from napari_mupd.imaging.stains import dab_positive_mask
 
 
 @dataclass(frozen=True)
@@ -140,33 +140,3 @@ def _masked_ssim(
     )
     per_pixel = full.mean(axis=-1) if full.ndim == 3 else full
     return float(per_pixel[valid].mean())
-
-
-def resample(
-    image: np.ndarray, matrix: np.ndarray, shape: tuple[int, int], *, cval: float = 0.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """``image`` (h, w[, c]) resampled (linearly) on a grid of ``shape``, and where it has data.
-
-    ``matrix`` (3 x 3) maps a grid pixel (row, col) to an ``image`` pixel (row, col).
-    uint8 stays uint8; other types come back as float32.
-    """
-    matrix = np.asarray(matrix, float)
-    planes = image[..., None] if image.ndim == 2 else image
-    out = np.stack(
-        [
-            ndimage.affine_transform(
-                planes[..., c].astype(np.float32), matrix[:2, :2], offset=matrix[:2, 2],
-                output_shape=shape, order=1, cval=cval,
-            )
-            for c in range(planes.shape[-1])
-        ],
-        axis=-1,
-    )  # fmt: skip
-    ones = np.ones(image.shape[:2], np.float32)
-    valid = ndimage.affine_transform(
-        ones, matrix[:2, :2], offset=matrix[:2, 2], output_shape=shape, order=0, cval=0.0
-    ) > 0.5  # fmt: skip
-    out = out[..., 0] if image.ndim == 2 else out
-    if image.dtype == np.uint8:
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8), valid
-    return out, valid

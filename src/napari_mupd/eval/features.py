@@ -7,7 +7,7 @@ FID or KID values published on Inception or pathology-foundation-model features.
 
 Features per RGB tile (`FEATURE_NAMES`, in this order):
 
-* stains: haematoxylin, eosin and DAB optical density (`stain.stain_densities`):
+* stains: haematoxylin, eosin and DAB optical density (`imaging.stains.stain_densities`):
   mean, std and 10th/50th/90th percentiles (15), and the tissue fraction (mean RGB
   OD above `TISSUE_OD`);
 * texture: uniform local-binary-pattern histograms (8 neighbours, radii 1 and 3, 10
@@ -31,9 +31,10 @@ import numpy as np
 from scipy.linalg import eigh
 from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
 
-from napari_mupd.eval._checks import EvalError, as_tiles
+from napari_mupd.errors import EvalError
+from napari_mupd.eval._checks import as_tiles
 from napari_mupd.eval.nuclei import segment_nuclei
-from napari_mupd.eval.stain import optical_density, stain_densities
+from napari_mupd.imaging.stains import optical_density, stain_densities
 
 #: Mean RGB optical density above which a pixel counts as tissue (transmission < 80 %).
 TISSUE_OD = 0.1

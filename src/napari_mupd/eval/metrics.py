@@ -15,8 +15,10 @@ from typing import Literal
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from napari_mupd.eval._checks import EvalError, MetricWarning, as_rgb, same_shape
-from napari_mupd.eval.stain import dab_density
+from napari_mupd.errors import EvalError, MetricWarning
+from napari_mupd.eval._checks import same_shape
+from napari_mupd.imaging.pixels import as_rgb
+from napari_mupd.imaging.stains import dab_density
 
 Kind = Literal["IHC", "mIF"]
 
@@ -101,7 +103,7 @@ def marker_intensity(tile: np.ndarray, kind: Kind) -> np.ndarray:
     """(h, w, k) float32 marker intensities of one tile.
 
     IHC: an (h, w, 3) uint8 RGB tile, k = 1, the DAB optical density from colour
-    deconvolution (`stain.dab_density`). mIF: an (h, w, k) stack of k marker channels
+    deconvolution (`imaging.stains.dab_density`). mIF: an (h, w, k) stack of k marker channels
     (or one (h, w) channel), used as they are.
     """
     if kind == "IHC":

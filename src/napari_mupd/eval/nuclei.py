@@ -1,6 +1,6 @@
 """Nuclei from the haematoxylin channel, and nuclei statistics as a cell-composition proxy.
 
-Segmentation: haematoxylin OD (`stain.hematoxylin_density`), Gaussian smoothing,
+Segmentation: haematoxylin OD (`imaging.stains.hematoxylin_density`), Gaussian smoothing,
 Otsu's threshold (floored at `MIN_NUCLEUS_OD`), small objects removed, holes filled,
 then a distance-transform watershed that splits touching nuclei. Scales follow the
 pixel size: nuclei are assumed `NUCLEUS_RADIUS_UM` in radius, at `DEFAULT_MPP` um/px
@@ -21,8 +21,9 @@ from skimage.feature import peak_local_max
 from skimage.filters import gaussian, threshold_otsu
 from skimage.segmentation import watershed
 
-from napari_mupd.eval._checks import EvalError, MetricWarning, as_tiles
-from napari_mupd.eval.stain import hematoxylin_density
+from napari_mupd.errors import EvalError, MetricWarning
+from napari_mupd.eval._checks import as_tiles
+from napari_mupd.imaging.stains import hematoxylin_density
 
 #: Typical nuclear radius (um) the segmentation is tuned for.
 NUCLEUS_RADIUS_UM = 3.0

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_mupd.eval._checks import EvalError
+from napari_mupd.errors import EvalError
 from napari_mupd.eval.features import (
     frechet_distance,
     histology_features,
@@ -32,7 +32,7 @@ from napari_mupd.eval.metrics import (
 )
 from napari_mupd.eval.metrics import dice as dice_score
 from napari_mupd.eval.nuclei import composition_distance, nuclei_stats
-from napari_mupd.eval.stain import dab_positive_mask
+from napari_mupd.imaging.stains import dab_positive_mask
 
 #: The metric columns of `evaluate_pairs`, with the labels `format_table` and the plots use.
 COLUMNS: dict[str, str] = {
@@ -103,7 +103,7 @@ def evaluate_pairs(
     `metrics.PearsonSummary`; marker intensity is DAB OD for IHC, each channel for
     mIF, averaged over markers); ssim and psnr (means over tiles, on RGB for IHC and
     on the marker stack for mIF); and, for IHC only (NaN for mIF): dab_dice (mean
-    Dice of `stain.dab_positive_mask`), fid and kid (handcrafted features, not
+    Dice of `imaging.stains.dab_positive_mask`), fid and kid (handcrafted features, not
     Inception: see `features`; NaN with fewer than 2 tiles) and nuclei_distance
     (`nuclei.composition_distance` of the pooled tiles).
 

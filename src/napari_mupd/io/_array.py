@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from napari_mupd.errors import SlideError
+from napari_mupd.imaging.pixels import to_rgb_uint8
 from napari_mupd.io._backend import BackendInfo, Level, level_downsample
-from napari_mupd.io._pixels import to_rgb_uint8
 
 
 class ArrayBackend:

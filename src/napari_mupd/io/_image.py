@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 from napari_mupd.errors import SlideError
+from napari_mupd.imaging.pixels import to_rgb_uint8
 from napari_mupd.io._backend import BackendInfo, Level
-from napari_mupd.io._pixels import to_rgb_uint8
 
 _TILE = (512, 512)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_mupd.errors import MissingDependencyError, SlideError
+from napari_mupd.imaging.pixels import to_rgb_uint8
 from napari_mupd.io._backend import BackendInfo, Level
-from napari_mupd.io._pixels import to_rgb_uint8
 
 
 def import_openslide():

@@ -17,10 +17,10 @@ import numpy as np
 import tifffile
 
 from napari_mupd.errors import SlideError
+from napari_mupd.imaging.pixels import to_rgb_uint8
 from napari_mupd.io import _tiff_metadata
 from napari_mupd.io._backend import BackendInfo, Level, level_downsample
 from napari_mupd.io._cache import TileCache
-from napari_mupd.io._pixels import to_rgb_uint8
 
 ASSOCIATED_NAMES = ("thumbnail", "label", "macro", "overview", "map")
 

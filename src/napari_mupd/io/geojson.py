@@ -24,17 +24,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from napari_mupd.errors import MuPDError
+from napari_mupd.errors import GeoJSONError
 
 Kind = Literal["polygon", "path"]
 SKIPPED = ("Point", "MultiPoint")
-
-
-class GeoJSONError(MuPDError):
-    """A GeoJSON file cannot be read or written as annotations.
-
-    Not a ``ValueError``: napari takes those from a writer for "does not apply" and hides them.
-    """
 
 
 @dataclass
@@ -195,4 +188,4 @@ def _closed(ring: np.ndarray) -> list[list[float]]:
     return np.vstack([ring, ring[:1]]).tolist()
 
 
-__all__ = ["Annotation", "GeoJSONError", "read_geojson", "write_geojson"]
+__all__ = ["Annotation", "read_geojson", "write_geojson"]

@@ -16,6 +16,7 @@ import numpy as np
 from dask.base import tokenize
 
 from napari_mupd.errors import MissingDependencyError, RegionError, SlideError
+from napari_mupd.imaging.resize import area_downsample, downscale
 from napari_mupd.io._backend import Backend, Level
 
 BackendName = Literal["auto", "tifffile", "openslide"]
@@ -174,8 +175,6 @@ class Slide:
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
         """The whole slide, downsampled so that its longer side is at most ``max_size``."""
-        from skimage.transform import resize
-
         self._check_open()
         level = next(
             (i for i, info in enumerate(self._level_info) if max(info.shape) <= max_size),
@@ -186,10 +185,7 @@ class Slide:
         scale = max_size / max(h, w)
         if scale >= 1:
             return image
-        shape = (max(1, round(h * scale)), max(1, round(w * scale)))
-        return (resize(image, shape, anti_aliasing=True, preserve_range=True) + 0.5).astype(
-            np.uint8
-        )
+        return downscale(image, (max(1, round(h * scale)), max(1, round(w * scale))))
 
     def associated_image(self, name: str) -> np.ndarray:
         """An associated image ('label', 'macro', 'thumbnail', ...) as RGB uint8."""
@@ -309,23 +305,6 @@ def _worker_level(path: str, options: dict[str, Any], level: int, shape: tuple[i
     return _LevelArray(_worker_slide(path, options), level, shape)
 
 
-def area_downsample(image: np.ndarray, factor: int) -> np.ndarray:
-    """Mean of each ``factor`` x ``factor`` block of a (h, w, c) uint8 image, rounded.
-
-    Strided adds, one row and one column offset at a time, beat numpy's
-    multi-axis ``sum`` on blocks by 5-20x.
-    """
-    h, w = image.shape[0] // factor, image.shape[1] // factor
-    rows = np.zeros((h, image.shape[1], image.shape[2]), np.uint32)
-    for k in range(factor):
-        rows += image[k : h * factor : factor]
-    out = np.zeros((h, w, image.shape[2]), np.uint32)
-    for k in range(factor):
-        out += rows[:, k : w * factor : factor]
-    area = factor * factor
-    return ((out + area // 2) // area).astype(np.uint8)
-
-
 def _with_derived_levels(levels: list[Level]) -> list[Level]:
     """Append lazily computed 2x levels until the coarsest fits ``COARSEST_SIDE``."""
     out = list(levels)
@@ -368,7 +347,7 @@ def _select_backend(path: Path, series: int | None) -> Backend:
     if not path.exists():
         raise SlideError("no such file or folder")
     if path.is_dir():
-        from napari_mupd.io._ome_zarr import OmeZarrBackend, is_zarr  # imports zarr
+        from napari_mupd.io.ome_zarr import OmeZarrBackend, is_zarr  # imports zarr
 
         if is_zarr(path):
             return OmeZarrBackend(path)

@@ -13,11 +13,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from napari_mupd.errors import MuPDError
-
-
-class SpotsError(MuPDError, ValueError):
-    """A spatial transcriptomics folder or file is incomplete or inconsistent."""
+from napari_mupd.errors import SpotsError
+from napari_mupd.imaging.pixels import to_uint8
 
 
 @dataclass
@@ -147,16 +144,16 @@ def read_h5ad_spots(path: str | os.PathLike, image: str | os.PathLike | None = N
     )
 
 
-def spots_expression(path: str | os.PathLike, barcodes: Iterable[str]) -> pd.Series:
-    """Mean expression of the spots ``barcodes`` (genes as index).
+def spots_expression(path: str | os.PathLike, barcodes: Iterable[str] | None = None) -> pd.Series:
+    """Mean expression of the spots ``barcodes`` (default: every spot), genes as index.
 
     ``path`` is an ``.h5ad`` (its ``X``, read backed: only those rows are loaded) or a
     Space Ranger folder (raw counts of ``filtered_feature_bc_matrix.h5``, duplicated gene
     symbols added as in :func:`read_10x_h5`). The RNA encoder takes the result as is.
     """
     p = Path(path)
-    chosen = list(dict.fromkeys(barcodes))
-    if not chosen:
+    chosen = None if barcodes is None else list(dict.fromkeys(barcodes))
+    if chosen is not None and not chosen:
         raise SpotsError(f"{p}: no spot selected")
     if p.suffix.lower() == ".h5ad":
         return _h5ad_mean(p, chosen)
@@ -224,9 +221,7 @@ def _holds(pixels: np.ndarray, coords: np.ndarray) -> bool:
 def _rgb_uint8(pixels: np.ndarray) -> np.ndarray:
     """Embedded images are float in [0, 1] (scanpy) or uint8; RGB(A) -> RGB uint8."""
     pixels = np.asarray(pixels)[..., :3]
-    if pixels.dtype == np.uint8:
-        return pixels
-    return (np.clip(pixels, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return pixels if pixels.dtype == np.uint8 else to_uint8(pixels)
 
 
 def _open_h5ad(path: Path, backed: str | None = None) -> Any:
@@ -258,7 +253,7 @@ def _total_counts(adata: Any) -> np.ndarray | None:
     return None
 
 
-def _h5ad_mean(path: Path, barcodes: list[str]) -> pd.Series:
+def _h5ad_mean(path: Path, barcodes: list[str] | None) -> pd.Series:
     adata = _open_h5ad(path, backed="r")
     try:
         rows = _positions_of(path, adata.obs_names, barcodes)
@@ -269,7 +264,7 @@ def _h5ad_mean(path: Path, barcodes: list[str]) -> pd.Series:
         adata.file.close()
 
 
-def _spaceranger_mean(folder: Path, barcodes: list[str]) -> pd.Series:
+def _spaceranger_mean(folder: Path, barcodes: list[str] | None) -> pd.Series:
     import h5py
     from scipy.sparse import csc_matrix
 
@@ -294,7 +289,10 @@ def _spaceranger_mean(folder: Path, barcodes: list[str]) -> pd.Series:
     return series
 
 
-def _positions_of(path: Path, index: pd.Index, barcodes: list[str]) -> np.ndarray:
+def _positions_of(path: Path, index: pd.Index, barcodes: list[str] | None) -> np.ndarray:
+    """Rows of ``barcodes`` in ``index`` (all rows for None); an error names unknown ones."""
+    if barcodes is None:
+        return np.arange(len(index))
     positions = index.get_indexer(barcodes)
     missing = [b for b, i in zip(barcodes, positions, strict=True) if i < 0]
     if missing:

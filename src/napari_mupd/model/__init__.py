@@ -1,7 +1,8 @@
-"""The MuPD model: SiT with decoupled cross-modal attention, encoders, VAEs and pipeline.
+"""The MuPD model for inference: SiT with decoupled cross-modal attention, encoders, VAEs,
+samplers and the pipeline; `loading` is how entry points load checkpoints.
 
 Qt-free library code. Importing this package imports torch; diffusers is imported when
-a VAE is built.
+a VAE is built. Training (the loss, batches, the loop) lives in :mod:`napari_mupd.train`.
 """
 
 from __future__ import annotations
@@ -26,13 +27,6 @@ from napari_mupd.model.schedulers import (
     FlowMatchScheduler,
     scheduler_from_config,
 )
-from napari_mupd.model.training import (
-    TrainableMuPD,
-    TrainingBatch,
-    drop_conditions,
-    flow_matching_loss,
-    sample_timesteps,
-)
 from napari_mupd.model.transformer import MuPDTransformer
 
 __all__ = [
@@ -53,15 +47,10 @@ __all__ = [
     "TargetSpec",
     "TextEncoder",
     "TextTokenizer",
-    "TrainableMuPD",
-    "TrainingBatch",
     "auto_device",
     "combine_guidance",
-    "drop_conditions",
     "expression_features",
-    "flow_matching_loss",
     "guidance_passes",
     "image_to_tensor",
-    "sample_timesteps",
     "scheduler_from_config",
 ]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from napari_mupd.errors import ConditionError
+from napari_mupd.errors import ConditionError, ConfigError
 
 CONFIG_NAME = "config.json"
 
@@ -175,24 +175,27 @@ class MuPDConfig:
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
-            raise ValueError("hidden_size must be divisible by num_heads")
+            raise ConfigError("hidden_size must be divisible by num_heads")
         if self.text_dim % self.text_heads:
-            raise ValueError("text_dim must be divisible by text_heads")
+            raise ConfigError("text_dim must be divisible by text_heads")
         if self.resolution % (8 * math.lcm(self.patch_size, self.image_patch)):
-            raise ValueError("resolution must be a multiple of 8 * patch_size and 8 * image_patch")
+            raise ConfigError("resolution must be a multiple of 8 * patch_size and 8 * image_patch")
         if not self.targets:
-            raise ValueError("a config needs at least one target")
+            raise ConfigError("a config needs at least one target")
         seen: set[str] = set()
         for t in self.targets:
-            kind, markers = split_target(t)
+            try:
+                kind, markers = split_target(t)
+            except ConditionError as exc:
+                raise ConfigError(f"targets: {exc}") from exc
             key = canonical_key(kind, markers)
             if key in seen:
-                raise ValueError(f"target {t!r} is listed twice")
+                raise ConfigError(f"target {t!r} is listed twice")
             seen.add(key)
         if self.mif_markers and self.mif_vae is None:
-            raise ValueError("mIF targets need a mif_vae config")
+            raise ConfigError("mIF targets need a mif_vae config")
         if self.mif_vae is not None and self.mif_vae.get("in_channels", 3) != 1:
-            raise ValueError("mif_vae must be a single-channel AutoencoderKL (in_channels=1)")
+            raise ConfigError("mif_vae must be a single-channel AutoencoderKL (in_channels=1)")
 
     # ----- derived -----
     @property
@@ -290,8 +293,11 @@ class MuPDConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"unknown MuPDConfig field(s): {', '.join(unknown)}")
-        return cls(**data)
+            raise ConfigError(f"unknown MuPDConfig field(s): {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:  # a value of the wrong type, e.g. a string for a number
+            raise ConfigError(f"invalid MuPDConfig: {exc}") from exc
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` into `directory`; returns its path."""
@@ -306,7 +312,16 @@ class MuPDConfig:
         p = Path(path)
         if p.is_dir():
             p = p / CONFIG_NAME
-        return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # missing, unreadable, not JSON
+            raise ConfigError(f"{p}: cannot read the model config: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a JSON object, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{p}: {exc}") from exc
 
     # ----- presets -----
     @classmethod

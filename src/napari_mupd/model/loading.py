@@ -1,4 +1,10 @@
-"""Loading checkpoints once per process, on a device that exists."""
+"""The one way entry points load checkpoints: a device that exists, loaded once per process.
+
+The CLI commands, the dask workers of whole-slide jobs, the napari widgets and the
+trainer's fine-tuning all load through :func:`load_pipeline` (or :func:`using_pipeline`),
+so that a missing checkpoint or an absent GPU is the same clear
+:class:`~napari_mupd.errors.MuPDError` everywhere.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from napari_mupd.errors import MuPDError
+from napari_mupd.errors import DeviceError
 from napari_mupd.model.pipeline import MuPDPipeline
 from napari_mupd.resources import resolve_model
 
@@ -34,19 +40,26 @@ def check_device(device: str | None) -> str | None:
         return None
     kind = device.split(":")[0]
     if kind not in ("cpu", "cuda", "mps"):
-        raise MuPDError(f"unknown device {device!r}; choose auto, cpu, cuda or mps")
+        raise DeviceError(f"unknown device {device!r}; choose auto, cpu, cuda or mps")
     if kind != "cpu" and kind not in available_devices():
-        raise MuPDError(f"no {kind.upper()} device is available here; choose cpu or auto")
+        raise DeviceError(f"no {kind.upper()} device is available here; choose cpu or auto")
     return device
 
 
-def load_pipeline(model: str | Path | None = None, device: str | None = None) -> MuPDPipeline:
-    """The checkpoint at ``model`` (default: the bundled one) on ``device``, cached.
+def load_pipeline(
+    model: str | Path | None = None, device: str | None = None, *, cache: bool = True
+) -> MuPDPipeline:
+    """The checkpoint at ``model`` (default: the bundled one) on ``device``.
 
-    A checkpoint is reloaded when its ``config.json`` changes on disk.
+    Cached per process (reloaded when its ``config.json`` changes on disk) unless
+    ``cache`` is False, which gives a private copy to change (e.g. to fine-tune).
+    Raises :class:`~napari_mupd.errors.CheckpointError` when there is no checkpoint and
+    :class:`~napari_mupd.errors.DeviceError` when the device is not here.
     """
     path = resolve_model(str(model) if model else None).resolve()
     dev = check_device(device)
+    if not cache:
+        return MuPDPipeline.from_pretrained(path, device=dev)
     key = (str(path), (path / "config.json").stat().st_mtime, dev or "auto")
     with _LOCK:
         if key not in _PIPELINES:

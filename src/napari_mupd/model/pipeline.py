@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from napari_mupd.errors import ConditionError
+from napari_mupd.errors import CheckpointError, ConditionError, ConfigError
+from napari_mupd.imaging.pixels import to_uint8
 from napari_mupd.model.attention import STREAMS, StreamInput
 from napari_mupd.model.config import MuPDConfig, TargetSpec
 from napari_mupd.model.encoders.image import ReferenceImageEncoder, image_to_tensor
@@ -32,9 +33,9 @@ from napari_mupd.model.guidance import GuidanceScale, combine_guidance, guidance
 from napari_mupd.model.schedulers import (
     FlowMatchEulerScheduler,
     FlowMatchScheduler,
+    VelocityFn,
     scheduler_from_config,
 )
-from napari_mupd.model.training import TrainableMuPD, TrainingBatch
 from napari_mupd.model.transformer import MuPDTransformer
 from napari_mupd.model.vae import build_vae, decode, decode_markers, encode, encode_markers
 
@@ -97,6 +98,21 @@ class MuPDPipelineOutput:
             "scheduler": self.scheduler,
             "rna": None if self.rna_report is None else self.rna_report.to_dict(),
         }
+
+
+@dataclass
+class EncodedConditions:
+    """The condition streams and source latents of a batch, repeated per output image."""
+
+    streams: dict[str, StreamInput]
+    source: Tensor | None
+    n: int  # images to generate: B inputs x num_images
+    report: RNAReport | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The conditions given, as the output's provenance lists them."""
+        return tuple(self.streams) + (("source",) if self.source is not None else ())
 
 
 def _resolve_generator(generator: torch.Generator | int | None) -> tuple[torch.Generator, int]:
@@ -164,7 +180,7 @@ class MuPDPipeline:
                 config.text_max_tokens,
             )
             if text.dim != config.text_dim:
-                raise ValueError(
+                raise ConfigError(
                     f"text_dim is {config.text_dim} but the HF text encoder has width {text.dim}"
                 )
         else:
@@ -190,10 +206,16 @@ class MuPDPipeline:
     def from_pretrained(
         cls, path: str | os.PathLike[str], device: torch.device | str | None = None
     ) -> MuPDPipeline:
-        """Load a folder written by `save_pretrained` (safetensors only; no network)."""
+        """Load a folder written by `save_pretrained` (safetensors only; no network).
+
+        Raises :class:`~napari_mupd.errors.CheckpointError` for a missing or corrupt file
+        and :class:`~napari_mupd.errors.ConfigError` for an invalid ``config.json``. Entry
+        points load through :func:`napari_mupd.model.loading.load_pipeline` instead, which
+        also checks the device and caches.
+        """
         root = Path(path)
         if not (root / "config.json").is_file():
-            raise FileNotFoundError(f"{root} has no config.json: not a MuPD checkpoint")
+            raise CheckpointError(f"{root} has no config.json: not a MuPD checkpoint")
         config = MuPDConfig.load(root)
         parts = cls._build(config, root)
         names = ("transformer", "vae", "mif_vae", "text_encoder", "rna_encoder", "image_encoder")
@@ -202,11 +224,21 @@ class MuPDPipeline:
                 continue
             file = root / f"{name}.safetensors"
             if not file.is_file():
-                raise FileNotFoundError(f"checkpoint {root} lacks {file.name}")
-            module.load_state_dict(load_file(file), strict=True)
+                raise CheckpointError(f"checkpoint {root} lacks {file.name}")
+            try:
+                module.load_state_dict(load_file(file), strict=True)
+            except Exception as exc:  # safetensors and torch raise several types
+                raise CheckpointError(
+                    f"checkpoint {root}: {file.name} does not load into the {name} that "
+                    f"config.json describes ({type(exc).__name__}: {str(exc)[:300]})"
+                ) from exc
         scheduler = None
         if (root / SCHEDULER_CONFIG).is_file():
-            scheduler = scheduler_from_config(json.loads((root / SCHEDULER_CONFIG).read_text()))
+            try:
+                scheduler_config = json.loads((root / SCHEDULER_CONFIG).read_text())
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"checkpoint {root}: {SCHEDULER_CONFIG}: {exc}") from exc
+            scheduler = scheduler_from_config(scheduler_config)
         return cls(config, *parts, scheduler=scheduler, device=device)  # type: ignore[arg-type]
 
     def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
@@ -279,7 +311,8 @@ class MuPDPipeline:
     def interrupt(self, value: bool) -> None:
         self._interrupt = bool(value)
 
-    def _autocast(self) -> torch.autocast:
+    def autocast(self) -> torch.autocast:
+        """Mixed precision where it pays: bf16 autocast on CUDA, nothing elsewhere."""
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
     # ----- encoding -----
@@ -345,30 +378,77 @@ class MuPDPipeline:
         idx = [slots.index(m.lower()) * c + j for m in spec.markers for j in range(c)]
         return decode_markers(self.mif_vae, latents[:, idx], len(spec.markers))
 
-    # ----- sampling -----
-    def _check_scales(self, scales: Mapping[str, float] | None) -> dict[str, float]:
-        scales = dict(scales or {})
+    # ----- sampling: the steps of __call__, in order -----
+    def check_inputs(
+        self,
+        target: str,
+        num_images: int,
+        num_inference_steps: int | None,
+        guidance_scale: GuidanceScale,
+        cross_attention_scales: Mapping[str, float] | None,
+        output_type: str,
+    ) -> tuple[TargetSpec, int, dict[str, float]]:
+        """Check the sampling settings; the target's spec, the step count and the scales.
+
+        Raises :class:`~napari_mupd.errors.ConditionError` naming what is wrong.
+        """
+        spec = self.config.resolve_target(target)
+        if num_images < 1:
+            raise ConditionError("num_images must be at least 1")
+        if output_type not in ("np", "pil", "pt"):
+            raise ConditionError(f"output_type must be 'np', 'pil' or 'pt', got {output_type!r}")
+        if output_type == "pil" and spec.kind == "mIF":
+            raise ConditionError("output_type='pil' is for RGB targets; use 'np' or 'pt' for mIF")
+        scales = dict(cross_attention_scales or {})
         unknown = set(scales) - set(STREAMS)
         if unknown:
             raise ConditionError(
                 f"cross_attention_scales: unknown stream {sorted(unknown)}; "
                 f"known: {', '.join(STREAMS)}"
             )
-        return {k: float(v) for k, v in scales.items()}
+        if isinstance(guidance_scale, Mapping):
+            guidance_passes([], guidance_scale)  # validates the keys
+        steps = num_inference_steps
+        if steps is None:
+            steps = self.config.default_steps.get(spec.kind, 25)
+        if steps < 1:
+            raise ConditionError(f"num_inference_steps must be at least 1, got {steps}")
+        return spec, steps, {k: float(v) for k, v in scales.items()}
 
-    def _conditions(
-        self, text: object, rna: object, reference: object
-    ) -> tuple[dict[str, StreamInput], RNAReport | None, int]:
+    def encode_conditions(
+        self, spec: TargetSpec, text: object, rna: object, image: object, num_images: int
+    ) -> EncodedConditions:
+        """Encode the given conditions and repeat each of their B rows ``num_images`` times.
+
+        ``image`` is the source H&E for IHC and mIF targets, the reference tile for H&E.
+        """
         streams: dict[str, StreamInput] = {}
         report = None
         if text is not None:
             streams["text"] = self.encode_text(text)  # type: ignore[arg-type]
         if rna is not None:
             streams["rna"], report = self.encode_rna(rna)
-        if reference is not None:
-            streams["image"] = self.encode_reference(reference)
-        sizes = {len(s.present) for s in streams.values()}
-        return streams, report, self._batch_size(sizes)
+        if image is not None and not spec.uses_source:
+            streams["image"] = self.encode_reference(image)
+        b = self._batch_size({len(s.present) for s in streams.values()})
+        source = None
+        if image is not None and spec.uses_source:
+            source = self.encode_source(image)
+            b = self._batch_size({b, len(source)})
+
+        def expand(x: Tensor) -> Tensor:
+            return x.expand(b, *x.shape[1:]).repeat_interleave(num_images, dim=0)
+
+        repeated = {
+            k: StreamInput(
+                expand(s.tokens),
+                expand(s.present),
+                None if s.key_mask is None else expand(s.key_mask),
+            )
+            for k, s in streams.items()
+        }
+        source = None if source is None else expand(source)
+        return EncodedConditions(repeated, source, b * num_images, report)
 
     @staticmethod
     def _batch_size(sizes: set[int]) -> int:
@@ -379,6 +459,70 @@ class MuPDPipeline:
                 "give one of each or the same number"
             )
         return big.pop() if big else 1
+
+    def prepare_latents(
+        self,
+        spec: TargetSpec,
+        n: int,
+        size: tuple[int, int],
+        generator: torch.Generator,
+        latents: Tensor | None = None,
+    ) -> Tensor:
+        """The initial noise on the latent canvas (n, canvas, h/8, w/8), zero outside the
+        target's channels: drawn from ``generator``, or ``latents`` (per target channel)."""
+        h, w = size
+        canvas = (n, self.config.canvas_channels, h // 8, w // 8)
+        if latents is None:
+            noise = torch.randn(canvas, generator=generator, device=generator.device)
+            noise = noise.to(self.device)
+        else:
+            expected = (n, len(spec.channels), h // 8, w // 8)
+            if tuple(latents.shape) != expected:
+                raise ConditionError(
+                    f"latents must have shape {expected}, got {tuple(latents.shape)}"
+                )
+            noise = torch.zeros(canvas, device=self.device)
+            noise[:, list(spec.channels)] = latents.to(self.device, torch.float32)
+        mask = torch.zeros(canvas[1], device=self.device)
+        mask[list(spec.channels)] = 1.0
+        return noise * mask[None, :, None, None]
+
+    def denoise(
+        self,
+        latents: Tensor,
+        velocity: VelocityFn,
+        steps: int,
+        callback_on_step_end: StepCallback | None = None,
+    ) -> tuple[Tensor, int]:
+        """Integrate from noise (t = 1) to data (t = 0) in ``steps`` scheduler steps; the
+        latents and the steps done (fewer when ``interrupt`` was set)."""
+        self.scheduler.set_timesteps(steps)
+        done = 0
+        for i in range(steps):
+            if self._interrupt:
+                break
+            latents = self.scheduler.step(velocity, latents, i)
+            done += 1
+            if callback_on_step_end is not None:
+                t = float(self.scheduler.timesteps[i + 1])
+                result = callback_on_step_end(self, i, t, {"latents": latents})
+                if result and "latents" in result:
+                    latents = result["latents"]
+        return latents, done
+
+    def decode(
+        self, latents: Tensor, spec: TargetSpec, output_type: str
+    ) -> np.ndarray | Tensor | list[Image.Image]:
+        """Latents -> images in [0, 1] as ``output_type`` asks (see `MuPDPipelineOutput`)."""
+        with self.autocast():
+            images = self.decode_latents(latents, spec).float().permute(0, 2, 3, 1).cpu()
+        if output_type == "np":
+            return images.numpy()
+        if output_type == "pil":
+            from PIL import Image
+
+            return [Image.fromarray(to_uint8(im.numpy())) for im in images]
+        return images
 
     def predict_velocity(
         self,
@@ -407,7 +551,7 @@ class MuPDPipeline:
         }
         ids = torch.full((n * reps,), spec.index, dtype=torch.long, device=latents.device)
         src = None if source is None else source.repeat(reps, 1, 1, 1)
-        with self._autocast():
+        with self.autocast():
             v = self.transformer(
                 latents.repeat(reps, 1, 1, 1),
                 torch.full((n * reps,), t, device=latents.device),
@@ -456,91 +600,30 @@ class MuPDPipeline:
         crops of one noise field shared by overlapping tiles; default: drawn from
         `generator`.
         """
-        spec = self.config.resolve_target(target)
-        if num_images < 1:
-            raise ConditionError("num_images must be at least 1")
-        if output_type not in ("np", "pil", "pt"):
-            raise ConditionError(f"output_type must be 'np', 'pil' or 'pt', got {output_type!r}")
-        if output_type == "pil" and spec.kind == "mIF":
-            raise ConditionError("output_type='pil' is for RGB targets; use 'np' or 'pt' for mIF")
-        scales = self._check_scales(cross_attention_scales)
-        if isinstance(guidance_scale, Mapping):
-            guidance_passes([], guidance_scale)  # validates the keys
-        steps = num_inference_steps
-        if steps is None:
-            steps = self.config.default_steps.get(spec.kind, 25)
-        if steps < 1:
-            raise ConditionError(f"num_inference_steps must be at least 1, got {steps}")
+        spec, steps, scales = self.check_inputs(
+            target,
+            num_images,
+            num_inference_steps,
+            guidance_scale,
+            cross_attention_scales,
+            output_type,
+        )
         self._interrupt = False
-
-        streams, report, b = self._conditions(text, rna, None if spec.uses_source else image)
-        source = None
-        if spec.uses_source and image is not None:
-            source = self.encode_source(image)
-            b = self._batch_size({b, len(source)})
-        h, w = self._output_size(spec, source, height, width)
-        n = b * num_images
-
-        def expand(x: Tensor) -> Tensor:
-            return x.expand(b, *x.shape[1:]).repeat_interleave(num_images, dim=0)
-
-        streams = {
-            k: StreamInput(
-                expand(s.tokens),
-                expand(s.present),
-                None if s.key_mask is None else expand(s.key_mask),
-            )
-            for k, s in streams.items()
-        }
-        if source is not None:
-            source = expand(source)
-
-        gen, seed = _resolve_generator(generator)
-        canvas = (n, self.config.canvas_channels, h // 8, w // 8)
-        if latents is None:
-            noise = torch.randn(canvas, generator=gen, device=gen.device).to(self.device)
-        else:
-            expected = (n, len(spec.channels), h // 8, w // 8)
-            if tuple(latents.shape) != expected:
-                raise ConditionError(
-                    f"latents must have shape {expected}, got {tuple(latents.shape)}"
-                )
-            noise = torch.zeros(canvas, device=self.device)
-            noise[:, list(spec.channels)] = latents.to(self.device, torch.float32)
-        mask = torch.zeros(canvas[1], device=self.device)
-        mask[list(spec.channels)] = 1.0
-        latents = noise * mask[None, :, None, None]
+        conditions = self.encode_conditions(spec, text, rna, image, num_images)
+        size = self._output_size(spec, conditions.source, height, width)
+        generator, seed = _resolve_generator(generator)
+        x = self.prepare_latents(spec, conditions.n, size, generator, latents)
 
         def velocity(x: Tensor, t: float) -> Tensor:
-            return self.predict_velocity(x, t, spec, streams, source, guidance_scale, scales)
+            return self.predict_velocity(
+                x, t, spec, conditions.streams, conditions.source, guidance_scale, scales
+            )
 
-        self.scheduler.set_timesteps(steps)
-        done = 0
-        for i in range(steps):
-            if self._interrupt:
-                break
-            latents = self.scheduler.step(velocity, latents, i)
-            done += 1
-            if callback_on_step_end is not None:
-                t = float(self.scheduler.timesteps[i + 1])
-                result = callback_on_step_end(self, i, t, {"latents": latents})
-                if result and "latents" in result:
-                    latents = result["latents"]
-
-        with self._autocast():
-            images = self.decode_latents(latents, spec).float().permute(0, 2, 3, 1).cpu()
-        channels = ("R", "G", "B") if spec.kind != "mIF" else spec.markers
-        out: np.ndarray | Tensor | list[Image.Image] = images
-        if output_type == "np":
-            out = images.numpy()
-        elif output_type == "pil":
-            from PIL import Image
-
-            out = [Image.fromarray((im.numpy() * 255).round().astype(np.uint8)) for im in images]
+        x, done = self.denoise(x, velocity, steps, callback_on_step_end)
         return MuPDPipelineOutput(
-            images=out,
+            images=self.decode(x, spec, output_type),
             target=spec.name,
-            channels=channels,
+            channels=("R", "G", "B") if spec.kind != "mIF" else spec.markers,
             seed=seed,
             num_inference_steps=steps,
             steps_done=done,
@@ -552,8 +635,8 @@ class MuPDPipeline:
             scheduler=self.scheduler.config,
             model_name=self.config.name,
             model_hash=self.model_hash,
-            rna_report=report,
-            conditions=tuple(streams) + (("source",) if source is not None else ()),
+            rna_report=conditions.report,
+            conditions=conditions.names,
         )
 
     def _output_size(
@@ -572,83 +655,3 @@ class MuPDPipeline:
                 f"height and width must be positive multiples of {self._multiple} px, got {h}x{w}"
             )
         return h, w
-
-    # ----- training -----
-    @torch.no_grad()
-    def make_training_batch(
-        self,
-        target: str,
-        images: object = None,
-        text: Sequence[str | None] | None = None,
-        rna: object = None,
-        reference: object = None,
-        source: object = None,
-        *,
-        latents: Tensor | None = None,
-        source_latents: Tensor | None = None,
-        reference_latents: Tensor | None = None,
-    ) -> TrainingBatch:
-        """Encode B target tiles and their conditions (text may hold None per sample).
-
-        ``latents``, ``source_latents`` and ``reference_latents`` stand in for
-        ``images``, ``source`` and ``reference`` when they were encoded before (a
-        trainer's latent cache).
-        """
-        if latents is None:
-            latents, spec = self.encode_target(images, target)
-        else:
-            spec = self.config.resolve_target(target)
-            latents = latents.to(self.device)
-        b = latents.shape[0]
-        dev = self.device
-        batch = TrainingBatch(
-            latents=latents,
-            target_ids=torch.full((b,), spec.index, dtype=torch.long, device=dev),
-            channel_mask=torch.zeros(b, latents.shape[1], dtype=torch.bool, device=dev),
-        )
-        batch.channel_mask[:, list(spec.channels)] = True
-        if text is not None:
-            if len(text) != b:
-                raise ConditionError(f"text: {len(text)} prompts for {b} images")
-            given = [i for i, p in enumerate(text) if p is not None]
-            batch.text_present = torch.zeros(b, dtype=torch.bool, device=dev)
-            batch.text_present[given] = True
-            ids, mask = self.text_encoder.tokenize([text[i] for i in given] or ["none"])
-            batch.text_ids = torch.zeros(b, ids.shape[1], dtype=torch.long, device=dev)
-            batch.text_mask = torch.ones(b, ids.shape[1], dtype=torch.bool, device=dev)
-            if given:
-                batch.text_ids[given], batch.text_mask[given] = ids.to(dev), mask.to(dev)
-        if rna is not None:
-            feats = expression_features(rna, self.config.genes, self.config.gene_sets)
-            batch.rna = feats.tensor().to(dev).expand(b, -1).clone()
-            batch.rna_present = torch.ones(b, dtype=torch.bool, device=dev)
-        if reference is not None:
-            x = image_to_tensor(reference, size=self.config.resolution, what="reference image")
-            reference_latents = encode(self.vae, x.to(dev))
-        if reference_latents is not None:
-            batch.reference = reference_latents.to(dev).expand(b, -1, -1, -1).clone()
-            batch.reference_present = torch.ones(b, dtype=torch.bool, device=dev)
-        if source is not None:
-            source_latents = self.encode_source(source)
-        if source_latents is not None:
-            batch.source = source_latents.to(dev)
-            batch.source_present = torch.ones(b, dtype=torch.bool, device=dev)
-        return batch
-
-    def training_loss(
-        self, batch: TrainingBatch, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """Flow-matching loss with condition dropout (``config.condition_dropout``); the
-        text (built-in), RNA and image encoders receive gradients with the transformer."""
-        with self._autocast():
-            return self.trainable()(batch, generator)
-
-    def trainable(self) -> TrainableMuPD:
-        """The trained parts as one module (what an optimiser and accelerate wrap)."""
-        return TrainableMuPD(
-            self.transformer,
-            self.text_encoder,
-            self.rna_encoder,
-            self.image_encoder,
-            self.config.condition_dropout,
-        )

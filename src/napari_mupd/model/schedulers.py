@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from napari_mupd.errors import ConditionError, ConfigError
+
 VelocityFn = Callable[[Tensor, float], Tensor]
 
 
@@ -28,7 +30,7 @@ class FlowMatchScheduler(ABC):
 
     def __init__(self, shift: float = 1.0) -> None:
         if shift <= 0:
-            raise ValueError("shift must be positive")
+            raise ConfigError(f"shift must be positive, got {shift}")
         self.shift = shift
         self.timesteps = torch.ones(1)
 
@@ -44,7 +46,9 @@ class FlowMatchScheduler(ABC):
     def set_timesteps(self, num_inference_steps: int) -> None:
         """Build the grid of ``num_inference_steps + 1`` times in `timesteps` (float64)."""
         if num_inference_steps < 1:
-            raise ValueError("num_inference_steps must be at least 1")
+            raise ConditionError(
+                f"num_inference_steps must be at least 1, got {num_inference_steps}"
+            )
         t = torch.linspace(1.0, 0.0, num_inference_steps + 1, dtype=torch.float64)
         self.timesteps = self.shift * t / (1 + (self.shift - 1) * t)
 
@@ -87,5 +91,5 @@ def scheduler_from_config(config: dict[str, Any]) -> FlowMatchScheduler:
     """The scheduler named by ``config["_class_name"]``, rebuilt from the rest."""
     name = config.get("_class_name", "FlowMatchEulerScheduler")
     if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}")
+        raise ConfigError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}")
     return SCHEDULERS[name].from_config(config)

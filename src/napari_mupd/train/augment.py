@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from skimage.color import hed2rgb, rgb2hed
 
+from napari_mupd.imaging.pixels import to_uint8
+
 
 def dihedral(images: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
     """Apply one random flip/90-degree rotation (of 8) to every image alike (pairs stay aligned)."""
@@ -26,4 +28,4 @@ def stain_jitter(rgb: np.ndarray, rng: np.random.Generator, strength: float = 0.
     scale = rng.uniform(1 - strength, 1 + strength, 3)
     shift = rng.uniform(-strength, strength, 3) * hed.reshape(-1, 3).std(axis=0)
     out = hed2rgb(hed * scale + shift)
-    return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return to_uint8(out)

@@ -10,13 +10,9 @@ from typing import Any, Literal
 
 import yaml
 
-from napari_mupd.errors import MuPDError
+from napari_mupd.errors import ConfigError
 
 TaskKind = Literal["text", "rna", "image", "stain", "plain"]
-
-
-class ConfigError(MuPDError, ValueError):
-    """A training configuration is invalid."""
 
 
 @dataclass

@@ -17,16 +17,15 @@ import pandas as pd
 from PIL import Image
 
 from napari_mupd.engine.registration import read_landmarks, register_landmarks
-from napari_mupd.engine.tissue import slide_tissue_mask, tissue_fraction, tissue_mask
-from napari_mupd.errors import MuPDError
+from napari_mupd.engine.tissue import slide_tissue
+from napari_mupd.errors import DatasetError
+from napari_mupd.imaging.regions import Region
+from napari_mupd.imaging.resize import fit_tile
+from napari_mupd.imaging.tissue import TissueMap, tissue_mask
 from napari_mupd.io import open_slide
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 Split = Literal["train", "test"]
-
-
-class DatasetError(MuPDError, ValueError):
-    """A training data source is missing, empty or inconsistent."""
 
 
 @dataclass
@@ -45,18 +44,6 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """An image file as (H, W, 3) uint8 RGB."""
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
-
-
-def fit_tile(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop to a square, then resize to ``size`` (area filter when shrinking)."""
-    h, w = image.shape[:2]
-    side = min(h, w)
-    y, x = (h - side) // 2, (w - side) // 2
-    square = image[y : y + side, x : x + side]
-    if side == size:
-        return np.ascontiguousarray(square)
-    resample = Image.Resampling.BOX if side > size else Image.Resampling.BICUBIC
-    return np.asarray(Image.fromarray(square).resize((size, size), resample))
 
 
 def _images(folder: Path) -> list[Path]:
@@ -147,13 +134,13 @@ class SerialSectionPairs(Sequence[Sample]):
         self.fixed = fixed
         self.warped = self.registration.warp(moving, shape)
         valid = self.registration.valid_mask(moving.shape[:2], shape)
-        usable = tissue_mask(fixed) & valid
+        usable = TissueMap(tissue_mask(fixed) & valid)
         stride = stride or tile_size // 2
         self.boxes = [
             (y, x)
             for y in range(0, shape[0] - tile_size + 1, stride)
             for x in range(0, shape[1] - tile_size + 1, stride)
-            if usable[y : y + tile_size, x : x + tile_size].mean() >= min_tissue
+            if usable.has_tissue(Region(x, y, tile_size, tile_size), min_tissue)
             and valid[y : y + tile_size, x : x + tile_size].all()
         ]
         keep = spatial_split([x for _, x in self.boxes], tile_size, holdout, split)
@@ -354,14 +341,14 @@ class SlideTiles(Sequence[Sample]):
         self.level = max(i for i, d in enumerate(self.slide.downsamples) if d <= downsample + 1e-6)
         self.read_size = round(tile_size * downsample / self.slide.downsamples[self.level])
         self.step = round(tile_size * downsample)  # level-0 pixels per tile
-        mask, scale = slide_tissue_mask(self.slide)
+        tissue = slide_tissue(self.slide)
         width, height = self.slide.dimensions
         step = self.step
         self.boxes = [
             (x, y)
             for y in range(0, height - step + 1, step)
             for x in range(0, width - step + 1, step)
-            if tissue_fraction(mask, scale, (x, y, step, step)) >= min_tissue
+            if tissue.has_tissue(Region(x, y, step, step), min_tissue)
         ]
         keep = spatial_split([x for x, _ in self.boxes], step, holdout, split)
         self.boxes = [box for box, k in zip(self.boxes, keep, strict=True) if k]
@@ -384,7 +371,6 @@ class SlideTiles(Sequence[Sample]):
 
 __all__ = [
     "CaptionedTiles",
-    "DatasetError",
     "PairedTileFolder",
     "Sample",
     "SerialSectionPairs",
@@ -392,7 +378,6 @@ __all__ = [
     "SpatialSpots",
     "build_caption",
     "build_dataset",
-    "fit_tile",
     "read_rgb",
 ]
 

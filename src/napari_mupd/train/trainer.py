@@ -22,10 +22,12 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from napari_mupd.model import MuPDPipeline, TrainingBatch
+from napari_mupd.model import MuPDPipeline
+from napari_mupd.model.loading import load_pipeline
 from napari_mupd.train.augment import dihedral, stain_jitter
 from napari_mupd.train.config import TaskConfig, TrainConfig
 from napari_mupd.train.datasets import Sample, build_dataset
+from napari_mupd.train.loss import TrainingBatch, make_training_batch, trainable
 from napari_mupd.train.vae import model_config
 
 ProgressCallback = Callable[[int, dict[str, float]], None]
@@ -67,7 +69,7 @@ def _augment(sample: Sample, rng: np.random.Generator) -> Sample:
 def build_pipeline(config: TrainConfig, genes: Sequence[str] = ()) -> MuPDPipeline:
     """The pipeline to train: a checkpoint to fine-tune, or a preset plus overrides."""
     if config.init:
-        pipe = MuPDPipeline.from_pretrained(config.path(config.init), device="cpu")
+        pipe = load_pipeline(config.path(config.init), "cpu", cache=False)
     else:
         mupd = model_config(config, genes)
         pipe = MuPDPipeline.from_config(mupd, device="cpu", seed=config.seed)
@@ -124,7 +126,7 @@ class Trainer:
         if config.cache_latents:
             for task in tqdm(self.tasks, desc="encode tiles", unit="task"):
                 task.latents = self._cache_latents(task)
-        module = self.pipe.trainable()
+        module = trainable(self.pipe)
         self.ema = {k: v.detach().clone().float() for k, v in module.state_dict().items()}
         optimizer = torch.optim.AdamW(
             module.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -202,7 +204,7 @@ class Trainer:
             if kind == "image":
                 refs = [(int(rng.integers(4)), bool(rng.integers(2))) for _ in ref_index]
                 kwargs["reference_latents"] = _dihedral_latents(cached["image"][ref_index], refs)
-            return self.pipe.make_training_batch(samples[0].target, **kwargs)
+            return make_training_batch(self.pipe, samples[0].target, **kwargs)
         if self.config.augment:
             samples = [_augment(s, rng) for s in samples]
         if kind == "image":
@@ -210,7 +212,7 @@ class Trainer:
         if kind == "stain":
             kwargs["source"] = np.stack([s.source for s in samples])
         images = np.stack([s.image for s in samples])
-        return self.pipe.make_training_batch(samples[0].target, images, **kwargs)
+        return make_training_batch(self.pipe, samples[0].target, images, **kwargs)
 
     @torch.no_grad()
     def _cache_latents(self, task: Task, chunk: int = 32) -> list[dict[str, torch.Tensor]]:

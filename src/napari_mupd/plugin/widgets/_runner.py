@@ -1,4 +1,11 @@
-"""Model work off the GUI thread: a napari progress bar, Cancel, and notifications."""
+"""The widgets' one runner: model work off the GUI thread with a progress bar and Cancel,
+and the one place where errors become notifications.
+
+A :class:`~napari_mupd.errors.MuPDError` (whoever raised it: the inputs checked on the GUI
+thread, or the job in its thread) is shown as a notification with its message and in the
+dock's status line; :class:`~napari_mupd.errors.Cancelled` as a short note; anything else
+is a bug, logged with its traceback and shown with its type. The viewer stays alive.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from magicgui.widgets import PushButton
+from magicgui.widgets import Label, PushButton
 from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Signal
 
-from napari_mupd.engine.models import Cancelled
-from napari_mupd.errors import MuPDError
+from napari_mupd.errors import Cancelled, MuPDError
 
 log = logging.getLogger(__name__)
 
@@ -27,20 +33,25 @@ class TaskRunner(QObject):
 
     ``run`` is disabled and ``cancel`` enabled while a job runs. The job calls
     ``report(done, total)`` from its thread (queued to the GUI thread as a signal) and
-    polls ``cancel()``; raising :class:`~napari_mupd.engine.models.Cancelled` ends it
-    quietly. Other errors become notifications: the viewer stays alive.
+    polls ``cancel()``; raising :class:`~napari_mupd.errors.Cancelled` ends it quietly.
+    ``name`` (e.g. "Virtual stain") prefixes notifications; ``status`` is the dock's
+    status line, where failures are written too.
     """
 
     progressed = Signal(int, int)
 
-    def __init__(self, run: PushButton, cancel: PushButton) -> None:
+    def __init__(
+        self, name: str, run: PushButton, cancel: PushButton, status: Label | None = None
+    ) -> None:
         super().__init__()
-        self.run_button, self.cancel_button = run, cancel
+        self.name = name
+        self.run_button, self.cancel_button, self.status = run, cancel, status
         self.cancel_button.enabled = False
         self.cancel_button.changed.connect(self.cancel)
         self.worker: FunctionWorker | None = None
         self._event = threading.Event()
         self._bar: progress | None = None
+        self._description = name
         self.progressed.connect(self._draw)
 
     @property
@@ -51,7 +62,10 @@ class TaskRunner(QObject):
     def start(
         self, description: str, job: Callable[[Report, Cancel], Any], done: Callable[[Any], None]
     ) -> FunctionWorker:
-        """Start ``job`` in a worker thread; ``done(result)`` runs on the GUI thread."""
+        """Start ``job`` in a worker thread; ``done(result)`` runs on the GUI thread.
+
+        ``description`` labels the progress bar and the job's notifications.
+        """
         if self.worker is not None:
             raise MuPDError("a task is already running; cancel it or wait")
         self._event = threading.Event()
@@ -74,6 +88,24 @@ class TaskRunner(QObject):
         """Ask the running job to stop (it does so within one tile)."""
         self._event.set()
 
+    def fail(self, exc: BaseException, description: str | None = None) -> None:
+        """Tell the user that ``exc`` stopped the work (see the module's docstring)."""
+        what = description or self.name
+        if isinstance(exc, Cancelled):
+            show_info(f"{what}: cancelled")
+            self._say("cancelled")
+        elif isinstance(exc, MuPDError):
+            show_error(f"{what}: {exc}")
+            self._say(f"<font color='red'>{exc}</font>")
+        else:
+            log.error("%s failed", what, exc_info=exc)
+            show_error(f"{what} failed: {type(exc).__name__}: {exc}")
+            self._say(f"<font color='red'>failed: {type(exc).__name__}: {exc}</font>")
+
+    def _say(self, text: str) -> None:
+        if self.status is not None:
+            self.status.value = text
+
     def _draw(self, done: int, total: int) -> None:
         if self._bar is not None:
             self._bar.total = total
@@ -81,13 +113,7 @@ class TaskRunner(QObject):
             self._bar.refresh()
 
     def _failed(self, exc: BaseException) -> None:
-        if isinstance(exc, Cancelled):
-            show_info(f"{self._description}: cancelled")
-        elif isinstance(exc, (MuPDError, ValueError, FileNotFoundError)):
-            show_error(f"{self._description}: {exc}")
-        else:
-            log.error("%s failed", self._description, exc_info=exc)
-            show_error(f"{self._description} failed: {type(exc).__name__}: {exc}")
+        self.fail(exc, self._description)
 
     def _finished(self) -> None:
         if self._bar is not None:

@@ -1,7 +1,7 @@
 """npe2 writer: an image layer as an OME-Zarr (NGFF 0.4, zarr v2) pyramid.
 
 Level 0 is copied block by block (a multiscale layer's level 0 may be a lazy dask array
-larger than memory), then :func:`~napari_mupd.engine.writers.build_pyramid` computes
+larger than memory), then :func:`~napari_mupd.io.ome_zarr.build_pyramid` computes
 the lower levels from it. The layer's scale, translate and units become the NGFF
 coordinate transformations (rotate, shear and affine are not written); its contrast
 limits the OMERO display window; its JSON-serialisable metadata the provenance in the
@@ -17,19 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from napari_mupd import __version__
-from napari_mupd.engine.writers import build_pyramid, create_ome_zarr
-from napari_mupd.errors import MuPDError
+from napari_mupd._version import __version__
+from napari_mupd.errors import LayerWriteError
+from napari_mupd.io.ome_zarr import build_pyramid, create_ome_zarr
 
 BLOCK = 2048  # pixels per side copied at once: a multiple of the 512 px chunks
 RGB_COLOURS = ("FF0000", "00FF00", "0000FF", "FFFFFF")
-
-
-class LayerWriteError(MuPDError):
-    """A layer cannot be written where or how it was asked.
-
-    Not a ``ValueError``: napari takes those for "this writer does not apply" and hides them.
-    """
 
 
 def write_ome_zarr_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
@@ -145,4 +138,4 @@ def _set_window(group: Any, channels: list[str], dtype: np.dtype, limits: Any, r
     group.attrs["omero"] = omero
 
 
-__all__ = ["LayerWriteError", "copy_level0", "json_safe", "write_ome_zarr_layer"]
+__all__ = ["copy_level0", "json_safe", "write_ome_zarr_layer"]

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from napari_mupd import __version__
-from napari_mupd._reader import single_path
+from napari_mupd._version import __version__
 from napari_mupd.io.visium import Spots, read_h5ad_spots, read_spaceranger
+from napari_mupd.plugin import LayerData
+from napari_mupd.plugin._reader import single_path
 
-LayerData = tuple[Any, dict[str, Any], str]
 CLUSTER_COLUMNS = ("leiden", "louvain", "clusters", "cluster")
 #: Colours of clusters when the file has none (matplotlib's tab10).
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",

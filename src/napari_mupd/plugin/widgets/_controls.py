@@ -18,11 +18,11 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from napari_mupd.engine.region import Region
-from napari_mupd.errors import MuPDError, RegionError
-from napari_mupd.layers import region_from_shape, region_from_view
+from napari_mupd.errors import ConditionError, MuPDError, RegionError
+from napari_mupd.imaging.regions import Region
 from napari_mupd.model.config import MuPDConfig
 from napari_mupd.model.loading import available_devices
+from napari_mupd.plugin.layers import region_from_shape, region_from_view
 from napari_mupd.resources import BUNDLED_MODEL, resolve_model
 
 FIELD_OF_VIEW = "field of view"
@@ -80,7 +80,7 @@ class ModelPicker(Container):
         self.folder.visible = self.source.value == FOLDER
         try:
             config = self.config()
-        except (MuPDError, OSError, ValueError) as exc:
+        except MuPDError as exc:
             self._targets = []
             self.target.reset_choices()
             self.about.value = f"<font color='orange'>{exc}</font>"
@@ -121,7 +121,7 @@ class Conditions(Container):
         if value.is_dir():  # nothing chosen: FileEdit shows the working directory
             return None
         if not value.is_file():
-            raise MuPDError(f"RNA file {value} does not exist")
+            raise ConditionError(f"RNA file {value} does not exist")
         return str(value)
 
     def guidance(self, extra: dict[str, float] | None = None) -> float | dict[str, float]:

@@ -17,17 +17,16 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.components.grid import GridCanvas
 from napari.utils.key_bindings import KeyBinding
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QWidget
 
-from napari_mupd.engine.models import Cancelled
 from napari_mupd.engine.registration import register_auto, register_landmarks
-from napari_mupd.errors import MuPDError
+from napari_mupd.errors import Cancelled, MuPDError, RegionError
 from napari_mupd.eval.compare import Comparison, compare_stains
-from napari_mupd.layers import layer_thumbnail, read_on_grid, world_matrix
-from napari_mupd.widgets._controls import button_row, layer_menu
-from napari_mupd.widgets._runner import Cancel, Report, TaskRunner
+from napari_mupd.plugin.layers import layer_thumbnail, read_on_grid, world_matrix
+from napari_mupd.plugin.widgets._controls import button_row, layer_menu
+from napari_mupd.plugin.widgets._runner import Cancel, Report, TaskRunner
 
 SIDE_BY_SIDE, OVERLAY = "side by side", "overlay"
 AUTOMATIC, LANDMARKS = "automatic", "landmarks"
@@ -79,8 +78,12 @@ class CompareStainsWidget(Container):
             ]
         )
         self.native.layout().addWidget(self.canvas)
-        self.registering = TaskRunner(self.register, self.cancel_register)
-        self.measuring = TaskRunner(self.measure, self.cancel_measure)
+        self.registering = TaskRunner(
+            "Registration", self.register, self.cancel_register, self.status
+        )
+        self.measuring = TaskRunner(
+            "Compare stains", self.measure, self.cancel_measure, self.status
+        )
         self.comparison: Comparison | None = None
         self._hidden: list[napari.layers.Layer] = []  # layers side by side mode hid
         self.mode.changed.connect(self.show_mode)
@@ -156,7 +159,7 @@ class CompareStainsWidget(Container):
                 self._register_landmarks(real)
                 return
         except MuPDError as exc:
-            show_error(f"Registration: {exc}")
+            self.registering.fail(exc)
             return
 
         def job(report: Report, cancel: Cancel) -> tuple[np.ndarray, float]:
@@ -168,15 +171,14 @@ class CompareStainsWidget(Container):
             return correction, float(fit.score)
 
         self.status.value = f"registering {real.name!r} onto {reference.name!r} ..."
-        worker = self.registering.start(
+        self.registering.start(
             "Registration", job, lambda result: self._registered(real, *result, "NCC")
         )
-        worker.errored.connect(self._stopped)
 
     def _register_landmarks(self, real: napari.layers.Image) -> None:
         fixed, moving = self.fixed_points.value, self.moving_points.value
         if fixed is None or moving is None:
-            raise MuPDError("pick the Points layers of the virtual and the real landmarks")
+            raise RegionError("pick the Points layers of the virtual and the real landmarks")
         # world (y, x) on both sides: the least-squares affine does not mind the order
         fit = register_landmarks(_world_points(moving), _world_points(fixed))
         moving.affine = fit.matrix @ moving.affine.affine_matrix
@@ -194,20 +196,18 @@ class CompareStainsWidget(Container):
         try:
             real, virtual = self._pair()
         except MuPDError as exc:
-            show_error(f"Compare stains: {exc}")
+            self.measuring.fail(exc)
             return
 
         def job(report: Report, cancel: Cancel) -> Comparison:
             target, source, valid = read_on_grid(real, virtual)
             report(1, 2)
             if cancel():
-                raise Cancelled
+                raise Cancelled("cancelled")
             return compare_stains(source, target, valid, markers=(_marker(virtual),))
 
         self.status.value = "computing metrics ..."
-        self.measuring.start("Compare stains", job, self.show_metrics).errored.connect(
-            self._stopped
-        )
+        self.measuring.start("Compare stains", job, self.show_metrics)
 
     def show_metrics(self, comparison: Comparison) -> None:
         """Fill the table and draw real against virtual marker intensity."""
@@ -232,20 +232,17 @@ class CompareStainsWidget(Container):
         self.status.value = f"compared {comparison.n_pixels} pixels"
 
     # -- helpers -----------------------------------------------------------------------
-    def _stopped(self, exc: BaseException) -> None:
-        self.status.value = f"stopped: {exc}"
-
     def _pair(self, reference: bool = False) -> tuple[napari.layers.Image, napari.layers.Image]:
         """(real, virtual) layers; with ``reference`` the virtual layer's source image if
         it is in the viewer (a stain lies over its H&E: register onto the whole H&E)."""
         real, virtual = self.real.value, self.virtual.value
         if real is None or virtual is None:
-            raise MuPDError("pick a real and a virtual image layer")
+            raise RegionError("pick a real and a virtual image layer")
         if reference:
             source = virtual.metadata.get("source_layer")
             virtual = next((la for la in self.viewer.layers if la.name == source), virtual)
         if real is virtual:
-            raise MuPDError(f"{real.name!r} is both the real and the virtual (or its source)")
+            raise RegionError(f"{real.name!r} is both the real and the virtual (or its source)")
         return real, virtual
 
 

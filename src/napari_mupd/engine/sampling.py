@@ -1,4 +1,5 @@
-"""What the engine runs on tiles: a MuPD pipeline, or any callable with the same shape."""
+"""Sampling from a pipeline with progress and cancel, and what the engine runs on tiles:
+a MuPD pipeline as a :class:`TileModel`, or any callable with the same shape."""
 
 from __future__ import annotations
 
@@ -7,25 +8,23 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from napari_mupd.errors import MuPDError
+from napari_mupd.errors import Cancelled, ConditionError
 
 Cancel = Callable[[], bool]
-
-
-class Cancelled(MuPDError):
-    """The user cancelled a running job."""
+Progress = Callable[[int, int], None]
 
 
 def sample(
     pipe: Any,
     cancel: Cancel,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     total: int = 0,
     **kwargs: Any,
 ) -> Any:
     """``pipe(**kwargs)`` that stops within a step once ``cancel()`` turns true.
 
-    Raises :class:`Cancelled` when interrupted; ``progress(step, total)`` after each step.
+    Raises :class:`~napari_mupd.errors.Cancelled` when interrupted; ``progress(step,
+    total)`` after each step.
     """
 
     def step_end(p: Any, step: int, t: float, state: dict) -> dict:
@@ -71,7 +70,7 @@ class PipelineTileModel:
         self.pipe, self.text, self.rna = pipe, text, rna
         self.spec = pipe.config.resolve_target(target)
         if not self.spec.uses_source:
-            raise MuPDError(f"{target} is not a staining target; choose IHC:<marker> or mIF")
+            raise ConditionError(f"{target} is not a staining target; choose IHC:<marker> or mIF")
         self.target, self.steps, self.guidance = self.spec.name, steps, guidance
         self.tile_size = pipe.config.resolution
         self.channels = ("R", "G", "B") if self.spec.kind != "mIF" else self.spec.markers

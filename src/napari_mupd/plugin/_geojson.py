@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from napari_mupd import __version__
-from napari_mupd._reader import single_path
+from napari_mupd._version import __version__
 from napari_mupd.io.geojson import Annotation, read_geojson, write_geojson
+from napari_mupd.plugin import LayerData
+from napari_mupd.plugin._reader import single_path
 
-LayerData = tuple[Any, dict[str, Any], str]
 DEFAULT_RGB = (255, 0, 0)  # QuPath's default annotation colour
 FACE_ALPHA = 0.15
 ELLIPSE_VERTICES = 72

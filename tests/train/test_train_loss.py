@@ -1,21 +1,33 @@
+"""The training objective: batches, the flow-matching loss with condition dropout."""
+
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from napari_mupd.model import MuPDPipeline, drop_conditions
+from napari_mupd.model import MuPDConfig, MuPDPipeline
+from napari_mupd.train.loss import drop_conditions, make_training_batch, training_loss
+
+
+@pytest.fixture
+def pipe() -> MuPDPipeline:
+    """A fresh tiny pipeline (random weights, seed 0) on the CPU."""
+    return MuPDPipeline.from_config(MuPDConfig.tiny(), device="cpu")
 
 
 def test_one_optimiser_step_lowers_the_loss(pipe: MuPDPipeline) -> None:
     rng = np.random.default_rng(0)
-    he = pipe.make_training_batch(
+    he = make_training_batch(
+        pipe,
         "H&E",
         rng.random((2, 64, 64, 3), dtype=np.float32),
         text=["tumor with stroma", None],
         rna={"CD3E": 3.0, "MKI67": 1.0},
         reference=rng.random((64, 64, 3), dtype=np.float32),
     )
-    mif = pipe.make_training_batch(
+    mif = make_training_batch(
+        pipe,
         "mIF:CD3,CD8",
         rng.random((2, 64, 64, 2), dtype=np.float32),
         source=rng.random((2, 64, 64, 3)),
@@ -32,7 +44,7 @@ def test_one_optimiser_step_lowers_the_loss(pipe: MuPDPipeline) -> None:
 
     def loss() -> torch.Tensor:
         g = torch.Generator().manual_seed(0)
-        return pipe.training_loss(he, g) + pipe.training_loss(mif, g)
+        return training_loss(pipe, he, g) + training_loss(pipe, mif, g)
 
     before = loss()
     before.backward()

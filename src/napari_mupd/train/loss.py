@@ -1,20 +1,30 @@
-"""Flow-matching training objective and condition dropout (the training loop lives elsewhere)."""
+"""The training objective beside the trainer: batches, flow matching, condition dropout.
+
+:func:`make_training_batch` encodes target tiles and their conditions with a pipeline's
+(frozen) VAE, :class:`TrainableMuPD` holds the trained parts with the loss as forward,
+and :func:`training_loss` is one loss evaluation. The loop is in :mod:`.trainer`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from napari_mupd.errors import ConditionError
 from napari_mupd.model.attention import StreamInput
+from napari_mupd.model.encoders.image import image_to_tensor
+from napari_mupd.model.encoders.rna import expression_features
+from napari_mupd.model.pipeline import MuPDPipeline
 from napari_mupd.model.transformer import MuPDTransformer
+from napari_mupd.model.vae import encode
 
 
 @dataclass
 class TrainingBatch:
-    """One batch, encoded up to the trainable encoders (see `MuPDPipeline.make_training_batch`).
+    """One batch, encoded up to the trainable encoders (see `make_training_batch`).
 
     latents: (B, canvas, h, w) clean scaled target latents; channel_mask: (B, canvas)
     bool, the channels each sample's target uses; text_ids/text_mask: (B, L) tokens;
@@ -134,3 +144,86 @@ class TrainableMuPD(nn.Module):
             batch.source_present,
             generator,
         )
+
+
+@torch.no_grad()
+def make_training_batch(
+    pipe: MuPDPipeline,
+    target: str,
+    images: object = None,
+    text: Sequence[str | None] | None = None,
+    rna: object = None,
+    reference: object = None,
+    source: object = None,
+    *,
+    latents: Tensor | None = None,
+    source_latents: Tensor | None = None,
+    reference_latents: Tensor | None = None,
+) -> TrainingBatch:
+    """Encode B target tiles of ``target`` and their conditions with ``pipe``'s encoders
+    (text may hold None per sample).
+
+    ``latents``, ``source_latents`` and ``reference_latents`` stand in for
+    ``images``, ``source`` and ``reference`` when they were encoded before (a
+    trainer's latent cache).
+    """
+    if latents is None:
+        latents, spec = pipe.encode_target(images, target)
+    else:
+        spec = pipe.config.resolve_target(target)
+        latents = latents.to(pipe.device)
+    b = latents.shape[0]
+    dev = pipe.device
+    batch = TrainingBatch(
+        latents=latents,
+        target_ids=torch.full((b,), spec.index, dtype=torch.long, device=dev),
+        channel_mask=torch.zeros(b, latents.shape[1], dtype=torch.bool, device=dev),
+    )
+    batch.channel_mask[:, list(spec.channels)] = True
+    if text is not None:
+        if len(text) != b:
+            raise ConditionError(f"text: {len(text)} prompts for {b} images")
+        given = [i for i, p in enumerate(text) if p is not None]
+        batch.text_present = torch.zeros(b, dtype=torch.bool, device=dev)
+        batch.text_present[given] = True
+        ids, mask = pipe.text_encoder.tokenize([text[i] for i in given] or ["none"])
+        batch.text_ids = torch.zeros(b, ids.shape[1], dtype=torch.long, device=dev)
+        batch.text_mask = torch.ones(b, ids.shape[1], dtype=torch.bool, device=dev)
+        if given:
+            batch.text_ids[given], batch.text_mask[given] = ids.to(dev), mask.to(dev)
+    if rna is not None:
+        feats = expression_features(rna, pipe.config.genes, pipe.config.gene_sets)
+        batch.rna = feats.tensor().to(dev).expand(b, -1).clone()
+        batch.rna_present = torch.ones(b, dtype=torch.bool, device=dev)
+    if reference is not None:
+        x = image_to_tensor(reference, size=pipe.config.resolution, what="reference image")
+        reference_latents = encode(pipe.vae, x.to(dev))
+    if reference_latents is not None:
+        batch.reference = reference_latents.to(dev).expand(b, -1, -1, -1).clone()
+        batch.reference_present = torch.ones(b, dtype=torch.bool, device=dev)
+    if source is not None:
+        source_latents = pipe.encode_source(source)
+    if source_latents is not None:
+        batch.source = source_latents.to(dev)
+        batch.source_present = torch.ones(b, dtype=torch.bool, device=dev)
+    return batch
+
+
+def training_loss(
+    pipe: MuPDPipeline, batch: TrainingBatch, generator: torch.Generator | None = None
+) -> Tensor:
+    """Flow-matching loss with condition dropout (``config.condition_dropout``); the
+    text (built-in), RNA and image encoders receive gradients with the transformer."""
+    with pipe.autocast():
+        return trainable(pipe)(batch, generator)
+
+
+def trainable(pipe: MuPDPipeline) -> TrainableMuPD:
+    """The trained parts as one module (what an optimiser and accelerate wrap)."""
+    return TrainableMuPD(
+        pipe.transformer,
+        pipe.text_encoder,
+        pipe.rna_encoder,
+        pipe.image_encoder,
+        pipe.config.condition_dropout,
+    )

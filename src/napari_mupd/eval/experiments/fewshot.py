@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from napari_mupd.errors import EvalError
+from napari_mupd.eval.experiments.heldout import split_datasets
 from napari_mupd.eval.features import histology_features
-from napari_mupd.eval.heldout import split_datasets, to_uint8
+from napari_mupd.imaging.pixels import to_uint8
 from napari_mupd.train.config import TrainConfig
 
 
@@ -74,21 +76,20 @@ def few_shot_experiment(
             if caption and len(train) >= shots and len(test) > 0:
                 classes.append((caption, [s.image for s in train], [s.image for s in test]))
     if len(classes) < 2:
-        raise ValueError("the few-shot experiment needs two captioned classes with held-out tiles")
+        raise EvalError("the few-shot experiment needs two captioned classes with held-out tiles")
     log(f"few-shot: {len(classes)} classes: " + "; ".join(c for c, _, _ in classes))
     test_x = np.concatenate([histology_features(test) for _, _, test in classes])
     test_y = np.concatenate([np.full(len(test), k) for k, (_, _, test) in enumerate(classes)])
     train_feats = [histology_features(train) for _, train, _ in classes]
     synth_feats = []
     for k, (caption, _, _) in enumerate(classes):
-        tiles = to_uint8(
-            pipe(
-                text=caption,
-                num_images=synthetic * seeds,
-                num_inference_steps=steps,
-                generator=1000 + k,
-            ).images
-        )
+        images = pipe(
+            text=caption,
+            num_images=synthetic * seeds,
+            num_inference_steps=steps,
+            generator=1000 + k,
+        ).images
+        tiles = list(to_uint8(images))
         synth_feats.append(histology_features(tiles))
         log(f"few-shot: generated {len(tiles)} tiles for {caption!r}")
     rows = []

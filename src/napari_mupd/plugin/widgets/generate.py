@@ -20,11 +20,17 @@ from magicgui.widgets import (
 )
 
 from napari_mupd.engine.synthesis import mosaic, reference_tile, synthesize
-from napari_mupd.errors import ConditionError
-from napari_mupd.layers import layer_slide
+from napari_mupd.errors import ConditionError, MuPDError
+from napari_mupd.imaging.pixels import to_uint8
 from napari_mupd.model.loading import using_pipeline
-from napari_mupd.widgets._controls import ModelPicker, RegionPicker, button_row, layer_menu
-from napari_mupd.widgets._runner import Cancel, Report, TaskRunner
+from napari_mupd.plugin.layers import layer_slide
+from napari_mupd.plugin.widgets._controls import (
+    ModelPicker,
+    RegionPicker,
+    button_row,
+    layer_menu,
+)
+from napari_mupd.plugin.widgets._runner import Cancel, Report, TaskRunner
 
 NO_RNA, RNA_FILE, RNA_SPOTS = "none", "file (.csv, .h5ad)", "selected Visium spots"
 STACK, GRID = "stack", "grid"
@@ -75,7 +81,7 @@ class GenerateTissueWidget(Container):
                 self.status,
             ]
         )
-        self.runner = TaskRunner(self.run, self.cancel)
+        self.runner = TaskRunner("Generate tissue", self.run, self.cancel, self.status)
         self.run.changed.connect(self.start)
         self.rna_source.changed.connect(self._toggle)
         self.use_reference.changed.connect(self._toggle)
@@ -97,9 +103,7 @@ class GenerateTissueWidget(Container):
                 raise ConditionError(f"choose an RNA file (.csv or .h5ad); {path} is not a file")
             if path.suffix.lower() != ".h5ad":
                 return str(path)
-            import anndata
-
-            return spots_expression(path, anndata.read_h5ad(path, backed="r").obs_names)
+            return spots_expression(path)  # the mean of every spot
         if self.rna_source.value == RNA_SPOTS:
             points = self.spots.value or next(
                 (
@@ -128,8 +132,8 @@ class GenerateTissueWidget(Container):
                 reference_args = (layer_slide(image), self.reference.regions()[0])
             if text is None and rna is None and reference_args is None:
                 raise ConditionError("give a prompt, an RNA profile or a reference region")
-        except Exception as exc:  # shown to the user; the viewer stays alive
-            napari.utils.notifications.show_error(str(exc))
+        except MuPDError as exc:
+            self.runner.fail(exc)
             return
         model_path, device = self.model.path, self.model.device.value
         n, seed, steps = self.count.value, self.seed.value, self.steps.value or None
@@ -167,13 +171,12 @@ class GenerateTissueWidget(Container):
                 return images, meta
 
         self.status.value = f"generating {n} tile(s) ..."
-        worker = self.runner.start("Generate tissue", job, self.add_results)
-        worker.errored.connect(lambda exc: setattr(self.status, "value", f"stopped: {exc}"))
+        self.runner.start("Generate tissue", job, self.add_results)
 
     def add_results(self, output: tuple[np.ndarray, dict[str, Any]]) -> None:
         """Show the tiles as a stack (one slider) or a grid, at the model's pixel size."""
         images, meta = output
-        pixels = (np.clip(images, 0, 1) * 255 + 0.5).astype(np.uint8)
+        pixels = to_uint8(images)
         data = pixels if self.layout_choice.value == STACK else mosaic(pixels)
         label = meta.get("text") or ("RNA" if "rna" in meta.get("conditions", []) else "reference")
         # micrometres when the open layers use them (then tiles and slide share a scale)

@@ -28,6 +28,7 @@ from napari_mupd.eval.baselines import (
     RegressionBaseline,
 )
 from napari_mupd.eval.report import evaluate_pairs
+from napari_mupd.imaging.pixels import to_uint8
 from napari_mupd.train.config import TaskConfig, TrainConfig
 from napari_mupd.train.datasets import Sample, build_dataset
 
@@ -47,11 +48,6 @@ def split_datasets(
     return out
 
 
-def to_uint8(images: np.ndarray) -> list[np.ndarray]:
-    """Pipeline output in [0, 1] -> uint8 tiles."""
-    return list((np.clip(images, 0, 1) * 255 + 0.5).astype(np.uint8))
-
-
 def _samples(datasets: Sequence[Sequence[Sample]]) -> list[Sample]:
     return [d[i] for d in datasets for i in range(len(d))]
 
@@ -67,7 +63,7 @@ def _generate(pipe: Any, batch: int, log: Log, **kwargs: Any) -> list[np.ndarray
             chunk = pd.DataFrame(list(chunk)).fillna(0.0)
         elif key == "image":
             chunk = np.stack(chunk)
-        out += to_uint8(pipe(**{key: chunk}, **kwargs).images)
+        out += list(to_uint8(pipe(**{key: chunk}, **kwargs).images))
         log(f"  generated {len(out)}/{len(conditions)}")
     return out
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from napari_mupd._reader import LayerData, read_slide
+from napari_mupd.plugin import LayerData
+from napari_mupd.plugin._reader import read_slide
 from napari_mupd.resources import sample_slide_path
 
 

@@ -7,13 +7,19 @@ from typing import Any
 import napari
 from magicgui.widgets import Container, Label, PushButton, SpinBox
 
-from napari_mupd.engine.models import PipelineTileModel
-from napari_mupd.engine.region import Region, StainResult, stain_region
-from napari_mupd.errors import RegionError
-from napari_mupd.layers import layer_mpp, layer_slide, result_layers
+from napari_mupd.engine.sampling import PipelineTileModel
+from napari_mupd.engine.virtual_stain import StainResult, stain_region
+from napari_mupd.errors import ConditionError, MuPDError, RegionError
+from napari_mupd.imaging.regions import Region
 from napari_mupd.model.loading import using_pipeline
-from napari_mupd.widgets._controls import Conditions, ModelPicker, RegionPicker, button_row
-from napari_mupd.widgets._runner import Cancel, Report, TaskRunner
+from napari_mupd.plugin.layers import layer_mpp, layer_slide, result_layers
+from napari_mupd.plugin.widgets._controls import (
+    Conditions,
+    ModelPicker,
+    RegionPicker,
+    button_row,
+)
+from napari_mupd.plugin.widgets._runner import Cancel, Report, TaskRunner
 
 #: The largest region stained into layers here (pixels at the model's resolution).
 MAX_PIXELS = 8192 * 8192
@@ -47,7 +53,7 @@ class VirtualStainWidget(Container):
                 self.status,
             ]
         )
-        self.runner = TaskRunner(self.run, self.cancel)
+        self.runner = TaskRunner("Virtual stain", self.run, self.cancel, self.status)
         self.run.changed.connect(self.start)
         self.added: list[Any] = []  # layers added by the last run
 
@@ -57,11 +63,11 @@ class VirtualStainWidget(Container):
             image, regions = self.region.image(), self.region.regions()
             target = self.model.target.value
             if not target:
-                raise RegionError("the model has no virtual staining target")
+                raise ConditionError("the model has no virtual staining target")
             text, rna = self.conditions.prompt(), self.conditions.rna_path()
             self.check_size(image, regions)
-        except Exception as exc:  # shown to the user; the viewer stays alive
-            napari.utils.notifications.show_error(str(exc))
+        except MuPDError as exc:
+            self.runner.fail(exc)
             return
         model_path, device = self.model.path, self.model.device.value
         steps, seed, samples = self.steps.value or None, self.seed.value, self.samples.value
@@ -93,10 +99,9 @@ class VirtualStainWidget(Container):
                 return results
 
         self.status.value = f"staining {len(regions)} region(s) with {target} ..."
-        worker = self.runner.start(
+        self.runner.start(
             f"Virtual {target}", job, lambda results: self.add_results(results, image, target)
         )
-        worker.errored.connect(lambda exc: setattr(self.status, "value", f"stopped: {exc}"))
 
     def check_size(self, image: napari.layers.Image, regions: list[Region]) -> None:
         """Refuse regions too big to hold in memory as layers (whole slides: mupd stain)."""

@@ -6,16 +6,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from napari_mupd import __version__
+from napari_mupd._version import __version__
 from napari_mupd.io import Slide, open_slide
-from napari_mupd.io._ome_zarr import is_zarr
+from napari_mupd.io.ome_zarr import is_zarr
+from napari_mupd.plugin import LayerData
 
 SLIDE_SUFFIXES = (
     ".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".vmu", ".svslide",
     ".png", ".jpg", ".jpeg",
 )  # fmt: skip
-
-LayerData = tuple[Any, dict[str, Any], str]
 
 
 def single_path(path: str | list[str]) -> Path | None:

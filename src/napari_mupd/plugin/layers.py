@@ -11,16 +11,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_mupd.engine.region import Region, StainResult
+from napari_mupd.engine.virtual_stain import StainResult
 from napari_mupd.errors import RegionError
-from napari_mupd.eval.compare import resample
+from napari_mupd.imaging.regions import Region
+from napari_mupd.imaging.resize import resample
 from napari_mupd.io import Slide
+from napari_mupd.plugin import LayerData
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import napari
     from napari.layers import Image, Layer, Shapes
-
-LayerData = tuple[Any, dict[str, Any], str]
 
 #: Round-off allowed when snapping world coordinates to pixel corners.
 EPS = 1e-6
@@ -222,3 +224,14 @@ def read_on_grid(
     shift = np.array([[1, 0, -y0], [0, 1, -x0], [0, 0, 1]])
     pixels, valid = resample(region, shift @ grid, (th, tw), cval=255 if source.rgb else 0)
     return _level_pixels(target, level, (0, 0, th, tw)), pixels, valid
+
+
+def show_demo(viewer: napari.Viewer, zarr_path: Path, name: str) -> list[Layer]:
+    """Open the sample slide and, over it, a stain of it written as OME-Zarr (layer ``name``)."""
+    from napari_mupd.resources import sample_slide_path
+
+    layers = viewer.open(str(sample_slide_path()), plugin="napari-mupd")
+    stain = viewer.open(str(zarr_path), plugin="napari-mupd")
+    for layer in stain:
+        layer.name, layer.opacity = name, 0.8
+    return [*layers, *stain]

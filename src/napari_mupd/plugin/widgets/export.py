@@ -14,22 +14,21 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 
 from napari_mupd.engine.export import export_tiles
-from napari_mupd.engine.models import Cancelled
-from napari_mupd.errors import MuPDError
-from napari_mupd.layers import layer_slide
+from napari_mupd.errors import Cancelled, ConditionError, MuPDError, OutputError
 from napari_mupd.model.config import MuPDConfig
 from napari_mupd.model.loading import using_pipeline
-from napari_mupd.widgets._controls import (
+from napari_mupd.plugin.layers import layer_slide
+from napari_mupd.plugin.widgets._controls import (
     FIELD_OF_VIEW,
     WHOLE_IMAGE,
     ModelPicker,
     RegionPicker,
     button_row,
 )
-from napari_mupd.widgets._runner import Cancel, Report, TaskRunner
+from napari_mupd.plugin.widgets._runner import Cancel, Report, TaskRunner
 
 __all__ = ["FIELD_OF_VIEW", "WHOLE_IMAGE", "ExportTilesWidget"]
 
@@ -76,7 +75,7 @@ class ExportTilesWidget(Container):
                 self.status,
             ]
         )
-        self.runner = TaskRunner(self.run, self.cancel)
+        self.runner = TaskRunner("Export tiles", self.run, self.cancel, self.status)
         self.run.changed.connect(self.start)
         self.model.on_config.append(self._tile_size_of)
         self._tile_size_of(self.model.config())
@@ -91,18 +90,17 @@ class ExportTilesWidget(Container):
         try:
             image = self.region.image()
             if not self.model.target.value:
-                raise MuPDError("choose at least one target")
+                raise ConditionError("choose at least one target")
             out = _path(self.out)
             if out is None:
-                raise MuPDError("choose an output folder")
+                raise OutputError("choose an output folder")
             rna = _path(self.rna)
             if rna is not None and not rna.is_file():
-                raise MuPDError(f"RNA file {rna} does not exist")
+                raise ConditionError(f"RNA file {rna} does not exist")
             region = self.region.region()
             slide = layer_slide(image)
         except MuPDError as exc:
-            self.status.value = f"<font color='red'>{exc}</font>"
-            show_error(f"Export tiles: {exc}")
+            self.runner.fail(exc)
             return
         model, device = self.model.path, self.model.device.value
         options = {
@@ -127,8 +125,7 @@ class ExportTilesWidget(Container):
                 return path, True
 
         self.status.value = f"exporting to {out} ..."
-        worker = self.runner.start("Export tiles", job, self._done)
-        worker.errored.connect(self._failed)
+        self.runner.start("Export tiles", job, self._done)
 
     def _done(self, result: tuple[Path, bool]) -> None:
         path, complete = result
@@ -138,6 +135,3 @@ class ExportTilesWidget(Container):
             message = f"cancelled; the manifest of the tiles written is {path} (rerun to resume)"
         self.status.value = message
         show_info(f"Export tiles: {message}")
-
-    def _failed(self, exc: BaseException) -> None:
-        self.status.value = f"<font color='red'>{exc}</font>"

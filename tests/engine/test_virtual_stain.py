@@ -9,10 +9,12 @@ import pytest
 
 from helpers import CMU1
 from napari_mupd import RegionError, open_slide
-from napari_mupd.engine.models import Cancelled, PipelineTileModel
 from napari_mupd.engine.noise import noise_window
-from napari_mupd.engine.region import Grid, Region, stain_grid, stain_region
+from napari_mupd.engine.sampling import PipelineTileModel
 from napari_mupd.engine.tiling import Blender, tile_starts
+from napari_mupd.engine.virtual_stain import Grid, stain_grid, stain_region
+from napari_mupd.errors import Cancelled
+from napari_mupd.imaging.regions import Region
 from napari_mupd.model import MuPDConfig, MuPDPipeline
 
 
@@ -116,14 +118,16 @@ def test_any_window_equals_the_whole():
         grid = Grid.for_region(slide, Region(0, 0, 400, 300), None)
         model = NoiseEcho()
         whole, _ = stain_grid(slide, grid, model, seed=5)
-        part, _ = stain_grid(slide, grid, model, seed=5, window=(37, 101, 250, 333))
+        window = Region(101, 37, 333 - 101, 250 - 37)
+        part, _ = stain_grid(slide, grid, model, seed=5, window=window)
         np.testing.assert_array_equal(part, whole[37:250, 101:333])
 
 
 def test_noise_field_is_the_same_however_it_is_cut():
-    whole = noise_window(3, 4, 0, 0, 100, 90)
-    np.testing.assert_array_equal(noise_window(3, 4, 30, 41, 50, 40), whole[:, 30:80, 41:81])
-    assert not np.array_equal(noise_window(4, 4, 0, 0, 10, 10), whole[:, :10, :10])
+    whole = noise_window(3, 4, Region(0, 0, 90, 100))
+    part = noise_window(3, 4, Region(41, 30, 40, 50))
+    np.testing.assert_array_equal(part, whole[:, 30:80, 41:81])
+    assert not np.array_equal(noise_window(4, 4, Region(0, 0, 10, 10)), whole[:, :10, :10])
 
 
 def test_samples_give_uncertainty():

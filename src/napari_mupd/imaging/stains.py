@@ -22,7 +22,8 @@ import numpy as np
 from skimage.color import hed_from_rgb, rgb_from_hed
 from skimage.filters import threshold_otsu
 
-from napari_mupd.eval._checks import EvalError, as_rgb
+from napari_mupd.errors import EvalError
+from napari_mupd.imaging.pixels import as_rgb
 
 #: Default DAB OD above which a pixel is DAB-positive, chosen on real images. On
 #: scikit-image's colon IHC it keeps 92 % of the brown pixels and none of the blue

@@ -1,8 +1,20 @@
-"""Pixel conversions shared by the slide backends: anything brightfield -> RGB uint8."""
+"""Pixel conversions: float images to uint8, anything brightfield to RGB uint8."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from napari_mupd.errors import EvalError, MuPDError
+
+
+def to_uint8(image: np.ndarray, *, nan: float = 0.0) -> np.ndarray:
+    """A float image in [0, 1] as uint8, rounded; values outside are clipped.
+
+    NaN (e.g. pixels no tile covered) becomes ``nan`` first. This is the one float ->
+    uint8 conversion of the package.
+    """
+    image = np.nan_to_num(np.asarray(image), nan=nan)
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
@@ -36,3 +48,15 @@ def composite_over_white(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     a = alpha.astype(np.uint16)[..., None]
     out = (color.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255
     return out.astype(np.uint8)
+
+
+def as_rgb(
+    image: np.ndarray, name: str = "image", error: type[MuPDError] = EvalError
+) -> np.ndarray:
+    """``image`` as an (h, w, 3) uint8 array, or ``error`` saying what it is instead."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise error(
+            f"{name}: expected an (h, w, 3) uint8 RGB image, got {image.dtype} {image.shape}"
+        )
+    return image

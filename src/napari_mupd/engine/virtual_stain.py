@@ -1,4 +1,4 @@
-"""Staining a region of a slide: the model's pixel grid, tiles, noise, blending, alignment.
+"""Virtual staining of a slide region: the model's pixel grid, tiles, noise, blending, alignment.
 
 The output lies on a grid of ``downsample`` level-0 pixels per output pixel, with the
 region's top-left level-0 pixel corner as its origin. Output pixel (i, j) covers level-0
@@ -10,68 +10,25 @@ coordinates (level-0 pixel k centred at k * mpp) that is ``scale = d * mpp`` and
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from skimage.draw import polygon2mask
 
-from napari_mupd import __version__
-from napari_mupd.engine.models import Cancel, Cancelled, TileModel
+from napari_mupd._version import __version__
 from napari_mupd.engine.noise import noise_window
+from napari_mupd.engine.sampling import Cancel, Progress, TileModel
 from napari_mupd.engine.tiling import Blender, tile_starts
-from napari_mupd.errors import RegionError
+from napari_mupd.errors import Cancelled, RegionError
+from napari_mupd.imaging.pixels import to_uint8
+from napari_mupd.imaging.regions import Region
+from napari_mupd.imaging.resize import resize
 from napari_mupd.io import Slide
 
-Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Region:
-    """A rectangle of level-0 pixels, optionally restricted to a polygon (level-0 x, y)."""
-
-    x: int
-    y: int
-    width: int
-    height: int
-    polygon: tuple[tuple[float, float], ...] | None = None
-
-    @classmethod
-    def from_micrometres(
-        cls, x: float, y: float, width: float, height: float, mpp: tuple[float, float]
-    ) -> Region:
-        """A rectangle given in micrometres on a slide of pixel size ``mpp`` (y, x)."""
-        return cls(
-            round(x / mpp[1]), round(y / mpp[0]), round(width / mpp[1]), round(height / mpp[0])
-        )
-
-    @classmethod
-    def from_polygon(cls, xy: Sequence[Sequence[float]]) -> Region:
-        """The bounding box of a polygon of level-0 (x, y) vertices, masked by it."""
-        points = np.asarray(xy, float)
-        if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3:
-            raise RegionError(f"a polygon needs at least 3 (x, y) vertices, got {points.shape}")
-        x0, y0 = np.floor(points.min(axis=0) + 1e-6).astype(int)  # tolerate round-off
-        x1, y1 = np.ceil(points.max(axis=0) - 1e-6).astype(int)
-        return cls(int(x0), int(y0), int(x1 - x0), int(y1 - y0), tuple(map(tuple, points.tolist())))
-
-    def check(self, slide: Slide) -> None:
-        """Raise :class:`RegionError` unless the region overlaps the slide."""
-        width, height = slide.dimensions
-        if self.width <= 0 or self.height <= 0:
-            raise RegionError(f"region {self} has no area")
-        if (
-            self.x >= width
-            or self.y >= height
-            or self.x + self.width <= 0
-            or self.y + self.height <= 0
-        ):
-            raise RegionError(
-                f"region x={self.x}, y={self.y}, {self.width}x{self.height} lies outside "
-                f"{slide.path.name} ({width}x{height} px)"
-            )
+#: Whether a tile (a region of grid pixels) is worth staining.
+TileFilter = Callable[[Region], bool]
 
 
 @dataclass(frozen=True)
@@ -86,7 +43,7 @@ class Grid:
     @classmethod
     def for_region(cls, slide: Slide, region: Region, mpp: float | None) -> Grid:
         """The grid at pixel size ``mpp`` (the slide's own when it or ``mpp`` is unknown)."""
-        region.check(slide)
+        region.check_within(slide.dimensions, slide.path.name)
         downsample = 1.0
         if mpp is not None and slide.mpp is not None:
             downsample = mpp / slide.mpp[0]
@@ -99,22 +56,29 @@ class Grid:
         )
         return cls(region, downsample, level, shape)
 
-    def read(self, slide: Slide, y: int, x: int, h: int, w: int) -> np.ndarray:
-        """Source pixels [y:y+h, x:x+w] of the grid (white off the slide), uint8 RGB."""
+    def read(self, slide: Slide, window: Region) -> np.ndarray:
+        """Source pixels of a ``window`` of grid pixels (white off the slide), uint8 RGB."""
         d = self.downsample
-        x0 = self.region.x + x * d
-        y0 = self.region.y + y * d
-        level_ds = slide.downsamples[self.level]
-        factor = d / level_ds  # level pixels per grid pixel
+        x0 = self.region.x + window.x * d
+        y0 = self.region.y + window.y * d
+        factor = d / slide.downsamples[self.level]  # level pixels per grid pixel
+        h, w = window.height, window.width
         lw, lh = max(1, round(w * factor)), max(1, round(h * factor))
         try:
             pixels = slide.read_region((round(x0), round(y0)), self.level, (lw, lh))
         except RegionError:  # a tile entirely off the slide: glass
             return np.full((h, w, 3), 255, np.uint8)
-        if (lh, lw) == (h, w):
-            return pixels
-        filt = Image.Resampling.BOX if factor > 1 else Image.Resampling.BICUBIC
-        return np.asarray(Image.fromarray(pixels).resize((w, h), filt))
+        return resize(pixels, (h, w))
+
+    def to_level0(self, window: Region) -> Region:
+        """A window of grid pixels as the region of level-0 pixels it covers."""
+        d, r = self.downsample, self.region
+        return Region(
+            round(r.x + window.x * d),
+            round(r.y + window.y * d),
+            round(window.width * d),
+            round(window.height * d),
+        )
 
     def mask(self) -> np.ndarray | None:
         """The polygon as a boolean mask on the grid (None for rectangles)."""
@@ -149,22 +113,25 @@ class StainResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def rgb_uint8(self) -> np.ndarray:
-        """The image as uint8 (RGB targets)."""
-        return (np.clip(np.nan_to_num(self.image, nan=1.0), 0, 1) * 255 + 0.5).astype(np.uint8)
+        """The image as uint8 (RGB targets; uncovered pixels white)."""
+        return to_uint8(self.image, nan=1.0)
 
 
 def window_tiles(
     shape: tuple[int, int],
     tile: int,
     overlap: int,
-    window: tuple[int, int, int, int],
-    tissue: Callable[[int, int, int], bool] | None = None,
-) -> list[tuple[int, int]]:
-    """Top-left corners of the grid's tiles that touch ``window`` (and have tissue)."""
-    y0, x0, y1, x1 = window
+    window: Region,
+    tissue: TileFilter | None = None,
+) -> list[Region]:
+    """The tiles of a grid of ``shape`` (h, w) that touch ``window`` (and pass ``tissue``),
+    as regions of grid pixels, row by row."""
+    y0, x0 = window.y, window.x
+    y1, x1 = y0 + window.height, x0 + window.width
     ys = [y for y in tile_starts(shape[0], tile, overlap, 8) if y < y1 and y + tile > y0]
     xs = [x for x in tile_starts(shape[1], tile, overlap, 8) if x < x1 and x + tile > x0]
-    return [(y, x) for y in ys for x in xs if tissue is None or tissue(y, x, tile)]
+    tiles = [Region(x, y, tile, tile) for y in ys for x in xs]
+    return [t for t in tiles if tissue is None or tissue(t)]
 
 
 def stain_grid(
@@ -172,28 +139,31 @@ def stain_grid(
     grid: Grid,
     model: TileModel,
     *,
-    window: tuple[int, int, int, int] | None = None,
+    window: Region | None = None,
     seed: int = 0,
     samples: int = 1,
     batch_size: int = 4,
     overlap: int | None = None,
-    tissue: Callable[[int, int, int], bool] | None = None,
+    tissue: TileFilter | None = None,
     progress: Progress | None = None,
     cancel: Cancel = lambda: False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Stain ``window`` (y0, x0, y1, x1 of the grid; default all) tile by tile.
+    """Stain ``window`` (a region of grid pixels; default: the whole grid) tile by tile.
 
     Tiles lie on one grid over the whole ``grid`` and each draws its noise from one
     field, so any window gives the same pixels as staining everything at once.
-    ``tissue(y, x, size)`` may skip tiles without tissue (left at the fill value: white
-    for RGB, 0 for marker channels). Returns the mean and, for ``samples`` > 1, the std.
+    ``tissue(tile)`` (a region of grid pixels) may skip tiles without tissue (left at
+    the fill value: white for RGB, 0 for marker channels). Returns the mean and, for
+    ``samples`` > 1, the std.
     """
     t = model.tile_size
     overlap = t // 4 if overlap is None else overlap
     height, width = grid.shape
-    y0, x0, y1, x1 = window or (0, 0, height, width)
+    window = window or Region(0, 0, width, height)
+    y0, x0 = window.y, window.x
+    y1, x1 = y0 + window.height, x0 + window.width
     ys_all, xs_all = tile_starts(height, t, overlap, 8), tile_starts(width, t, overlap, 8)
-    boxes = window_tiles(grid.shape, t, overlap, (y0, x0, y1, x1), tissue)
+    boxes = [(tile.y, tile.x) for tile in window_tiles(grid.shape, t, overlap, window, tissue)]
     fill = 1.0 if model.channels == ("R", "G", "B") else 0.0
     c = len(model.channels)
     mean = np.full((y1 - y0, x1 - x0, c), fill, np.float32)
@@ -220,13 +190,13 @@ def stain_grid(
             if cancel():
                 raise Cancelled("cancelled")
             batch = boxes[start : start + batch_size]
-            sources = np.stack([grid.read(slide, y, x, t, t) for y, x in batch])
+            sources = np.stack([grid.read(slide, Region(x, y, t, t)) for y, x in batch])
             noise = None
             if model.latent_channels:
                 noise = np.stack(
                     [
                         noise_window(
-                            seed + k, model.latent_channels, y // 8, x // 8, t // 8, t // 8
+                            seed + k, model.latent_channels, Region(x // 8, y // 8, t // 8, t // 8)
                         )
                         for y, x in batch
                     ]
@@ -273,9 +243,14 @@ def stain_region(
     started = time.perf_counter()
     grid = Grid.for_region(slide, region, mpp if mpp is not None else model.mpp)
     mask = grid.mask()
-    tissue = None
+    tissue: TileFilter | None = None
     if mask is not None:
-        tissue = lambda y, x, t: bool(mask[y : y + t, x : x + t].any())  # noqa: E731
+        inside = mask
+
+        def in_polygon(tile: Region) -> bool:  # any pixel of the tile inside the polygon
+            return bool(inside[tile.y : tile.y + tile.height, tile.x : tile.x + tile.width].any())
+
+        tissue = in_polygon
     mean, std = stain_grid(
         slide,
         grid,

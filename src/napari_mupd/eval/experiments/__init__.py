@@ -1,0 +1,6 @@
+"""Experiments that drive a checkpoint over the data of a training config: the held-out
+evaluation (`heldout`) and the few-shot classification with synthetic tiles (`fewshot`).
+
+Unlike the metric modules of :mod:`napari_mupd.eval`, these build datasets with
+:mod:`napari_mupd.train`.
+"""

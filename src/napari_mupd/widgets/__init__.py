@@ -1,1 +1,0 @@
-"""Dock widgets: thin Qt front ends over the engine, one module each."""
