@@ -90,7 +90,7 @@ def generate_tissue(out: Path) -> None:
     widget = dock(viewer, "Generate tissue")
     widget.prompt.value = "H&E, brain, cortex"
     widget.rna_source.value = "selected Visium spots"
-    widget.count.value = 4
+    widget.n_tiles.value = 4
     widget.run.clicked.emit()
     wait(widget)
     viewer.reset_view()
@@ -135,7 +135,7 @@ def export_tiles(out: Path, folder: Path) -> None:
     viewer.open(str(sample_slide_path()), plugin="napari-mupd")
     widget = dock(viewer, "Export tiles")
     widget.region.mode.value = "whole image"
-    widget.count.value = 8
+    widget.n_tiles.value = 8
     widget.out.value = str(folder)
     widget.run.clicked.emit()
     wait(widget)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (venv, test extras, Xvfb for the napari tests) and run the whole test suite.
+# Set up (venv, test extras, Xvfb for the napari tests), check lint, types and the import
+# layers, then run the whole test suite. Any finding fails the run.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +22,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+echo "test: ruff, mypy, import layers" >&2
+.venv/bin/ruff check src tests benchmarks scripts examples
+.venv/bin/ruff format --check --quiet src tests benchmarks scripts examples
+.venv/bin/mypy src
+.venv/bin/lint-imports --no-cache
+
+# Tests use only data kept in the repository: more than a handful of skips fails the run.
+export MUPD_MAX_SKIPS=${MUPD_MAX_SKIPS:-3}
 exec xvfb-run -a -s "-screen 0 1280x1024x24" .venv/bin/python -m pytest "$@"

@@ -56,7 +56,7 @@ def test_exports_the_tiles_of_a_rectangle(setup, qtbot):
     x, y, w, h = 700, 1100, 1000, 1200
     add_rectangle(viewer, slide_layer, x, y, w, h)
     widget.model.target.value = ["IHC:Ki67", "H&E"]
-    widget.count.value = 2
+    widget.n_tiles.value = 2
     widget.text.value = "tumor"
     widget.run.clicked.emit()
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60_000)
@@ -74,7 +74,7 @@ def test_exports_the_tiles_of_a_rectangle(setup, qtbot):
 def test_cancel_stops_and_leaves_a_manifest(setup, qtbot):
     _, _, widget, out = setup
     widget.region.mode.value = WHOLE_IMAGE
-    widget.count.value = 50
+    widget.n_tiles.value = 50
     widget.steps.value = 300  # slow enough to cancel
     widget.run.clicked.emit()
     qtbot.waitUntil(lambda: (out / "real").is_dir(), timeout=30_000)
@@ -106,7 +106,7 @@ def test_field_of_view_and_worker_errors(setup, qtbot, tmp_path):
     viewer.scene.camera.zoom = 1.0
     view = region_from_view(viewer, slide_layer)
     widget.region.mode.value = FIELD_OF_VIEW
-    widget.count.value = 1
+    widget.n_tiles.value = 1
     widget.run.clicked.emit()
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60_000)
     real, stain = rows(out)

@@ -38,7 +38,7 @@ def test_prompt_gives_the_pipelines_tiles_as_a_grid(setup, qtbot, tiny_model_dir
     _, widget = setup
     assert list(widget.model.target.choices) == ["H&E"]
     widget.prompt.value = "tumour with lymphocytes"
-    widget.count.value = 3
+    widget.n_tiles.value = 3
     widget.seed.value = 7
     generate(qtbot, widget)
     (layer,) = widget.added
@@ -63,7 +63,7 @@ def test_stack_with_rna_file_and_reference(setup, qtbot, tmp_path):
     widget.rna_file.value = str(rna)
     widget.use_reference.value = True
     widget.layout_choice.value = STACK
-    widget.count.value = 2
+    widget.n_tiles.value = 2
     generate(qtbot, widget)
     (layer,) = widget.added
     assert layer.data.shape == (2, 64, 64, 3)
@@ -81,7 +81,7 @@ def test_no_condition_is_an_error_and_cancel_stops(setup, qtbot):
     assert not widget.runner.running
     widget.prompt.value = "fat"
     widget.steps.value = 400
-    widget.count.value = 16
+    widget.n_tiles.value = 16
     widget.layout_choice.value = GRID
     steps: list[int] = []
     widget.runner.progressed.connect(lambda done, total: steps.append(done))
@@ -103,7 +103,7 @@ def test_rna_of_the_spots_selected_on_a_visium_layer(setup, qtbot, tiny_model_di
     widget.run.clicked.emit()  # nothing selected yet: an error, no run
     assert not widget.runner.running and widget.added == []
     points.selected_data = {0, 3, 5}
-    widget.count.value = 1
+    widget.n_tiles.value = 1
     generate(qtbot, widget)
     (layer,) = widget.added
     assert layer.metadata["conditions"] == ["rna"]

@@ -77,9 +77,9 @@ class TileSpot:
     """One tile to export: its place on the grid, on level 0, and its noise seed."""
 
     id: str
+    gx: int  # top-left on the grid
     gy: int
-    gx: int
-    x: int
+    x: int  # top-left on level 0
     y: int
     seed: int
 
@@ -129,7 +129,7 @@ def plan_tiles(
             continue
         area = grid.to_level0(Region(gx, gy, t, t))
         if tissue.has_tissue(area, min_tissue):
-            spots.append(TileSpot(f"{stem}_x{area.x}_y{area.y}", gy, gx, area.x, area.y, seed + k))
+            spots.append(TileSpot(f"{stem}_x{area.x}_y{area.y}", gx, gy, area.x, area.y, seed + k))
     if not spots:
         raise ExportError(
             f"{slide.path.name}: no {t} px tile in the region has {min_tissue:.0%} tissue; "

@@ -117,7 +117,7 @@ def stain_chunk(spec: JobSpec, window: Region) -> Region:
         tissue=tissue,
     )
     y0, x0, y1, x1 = window.y, window.x, window.y + window.height, window.x + window.width
-    group = zarr.open_group(spec.out, mode="r+")
+    group: Any = zarr.open_group(spec.out, mode="r+")  # zarr types its items loosely
     group["0"][:, y0:y1, x0:x1] = np.moveaxis(to_uint8(mean), -1, 0)
     if std is not None:
         group["std/0"][:, y0:y1, x0:x1] = np.moveaxis(std.astype(np.float32), -1, 0)
@@ -155,7 +155,7 @@ def prepare_output(
     out = Path(spec.out)
     if out.exists() and not overwrite:
         try:
-            existing = zarr.open_group(str(out), mode="r").attrs.get("napari_mupd", {})
+            existing: Any = zarr.open_group(str(out), mode="r").attrs.get("napari_mupd", {})
         except Exception as exc:  # not a zarr at all
             raise JobError(f"{out} exists and is not a napari-mupd output") from exc
         if existing.get("job") != json.loads(json.dumps(spec.key())):
@@ -165,10 +165,18 @@ def prepare_output(
     scale, translate = grid.placement(mpp)
     attrs = {"job": spec.key(), "napari_mupd_version": __version__, "complete": False}
     units = "micrometer" if mpp else "pixel"
-    layout = {"chunk": ZARR_CHUNK, "scale": scale, "translate": translate, "units": units}
-    create_ome_zarr(out, grid.shape, channels, attrs=attrs, **layout)
-    if spec.samples > 1:  # the per-pixel std over samples, as an image of its own
-        create_ome_zarr(out / "std", grid.shape, channels, dtype="float32", **layout)
+    for path, dtype in [(out, "uint8"), *([(out / "std", "float32")] if spec.samples > 1 else [])]:
+        create_ome_zarr(  # the per-pixel std over samples is an image of its own
+            path,
+            grid.shape,
+            channels,
+            dtype=dtype,
+            chunk=ZARR_CHUNK,
+            scale=scale,
+            translate=translate,
+            units=units,
+            attrs=attrs if path == out else None,
+        )
     (out / DONE).mkdir(exist_ok=True)
     return set()
 
@@ -228,7 +236,7 @@ def run_job(
                     cluster.close()
     import zarr
 
-    group = zarr.open_group(spec.out, mode="r+")
+    group: Any = zarr.open_group(spec.out, mode="r+")
     build_pyramid(group)
     if "std" in group:
         build_pyramid(group["std"])

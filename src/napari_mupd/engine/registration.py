@@ -313,7 +313,10 @@ class _Similarity:
         d_b = a / (norm_a * norm_b) - ncc * b / norm_b**2
         points = self.points[:, inside]
         grad = np.concatenate([points @ (d_b * grad_x), points @ (d_b * grad_y)])
-        return -ncc, -grad
+        return float(-ncc), -grad
+
+
+Cost = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
 
 def _refine(
@@ -326,7 +329,8 @@ def _refine(
     """
     similarity = _Similarity(fixed, moving)
     start = similarity.params(matrix)
-    cost, to_params = similarity, lambda x: x
+    cost: Cost = similarity
+    to_params: Callable[[np.ndarray], np.ndarray] = lambda x: x  # noqa: E731
     if rigid:
         cost, to_params = _rigid(similarity, start)
     result = optimize.minimize(

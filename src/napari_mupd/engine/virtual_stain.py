@@ -208,7 +208,7 @@ def stain_grid(
             if progress is not None:
                 progress(done, total)
         blended = blender.result().astype(np.float64)
-        if avg is None:
+        if avg is None or m2 is None:
             avg, m2 = blended, np.zeros_like(blended)
         else:
             delta = blended - avg

@@ -138,7 +138,7 @@ class NearestNeighbourBaseline:
         return self
 
     def _predict_one(self, he: np.ndarray) -> np.ndarray:
-        if self._keys is None:
+        if self._keys is None or self._reference is None:
             raise EvalError("NearestNeighbourBaseline: call fit() before predict()")
         query = self._describe([he])
         if self.features == "histology":

@@ -148,6 +148,7 @@ def evaluate_pairs(
             masks = [(dab_positive_mask(p), dab_positive_mask(r)) for p, r in pairs]
             row["dab_dice"] = float(np.mean([dice_score(p, r) for p, r in masks]))
             row["fid"], row["kid"] = distances.get(name, (math.nan, math.nan))
+            assert real_nuclei is not None  # computed for IHC
             row["nuclei_distance"] = composition_distance(nuclei_stats(pred, mpp), real_nuclei)
             if not distances:
                 notes[name] += ("fid and kid need at least 2 tiles",)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_mupd.errors import EvalError, MuPDError
+from napari_mupd.errors import EvalError, MuPDError, SlideError
 
 
 def to_uint8(image: np.ndarray, *, nan: float = 0.0) -> np.ndarray:
@@ -21,18 +21,19 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     """Return a (h, w, 3) uint8 RGB view or copy of a (h, w[, c]) image.
 
     Grey is repeated into three channels, RGBA is composited over white and
-    16-bit data is scaled to 8 bit. Raises ``TypeError`` for other layouts.
+    16-bit data is scaled to 8 bit. Raises :class:`~napari_mupd.errors.SlideError` for
+    other layouts (pixels that are not brightfield).
     """
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
-        raise TypeError(f"expected a (h, w, 1-4) image, got shape {array.shape}")
+        raise SlideError(f"expected a (h, w, 1-4) image, got shape {array.shape}")
     if array.dtype == np.uint16:
         array = (array // 257).astype(np.uint8)
     elif array.dtype == bool:
         array = array.astype(np.uint8) * 255
     elif array.dtype != np.uint8:
-        raise TypeError(f"expected 8- or 16-bit brightfield pixels, got {array.dtype}")
+        raise SlideError(f"expected 8- or 16-bit brightfield pixels, got {array.dtype}")
     channels = array.shape[2]
     if channels == 3:
         return array

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +60,12 @@ class OpenSlideBackend:
             levels=levels,
             mpp=mpp,
             objective_power=float(power) if power else None,
-            associated={
-                name: (lambda n=name: to_rgb_uint8(np.asarray(self._slide.associated_images[n])))
-                for name in self._slide.associated_images
-            },
+            associated={name: self._associated(name) for name in self._slide.associated_images},
         )
+
+    def _associated(self, name: str) -> Callable[[], np.ndarray]:
+        """Reads the associated image ``name`` as RGB uint8 when called."""
+        return lambda: to_rgb_uint8(np.asarray(self._slide.associated_images[name]))
 
     def read(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
         """Level pixels [y:y+h, x:x+w] as (h, w, 3) uint8."""

@@ -10,8 +10,10 @@ costs one decode per tile it touches and nothing else.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -31,11 +33,19 @@ def associated_name(series: tifffile.TiffPageSeries) -> str | None:
     return next((a for a in ASSOCIATED_NAMES if a in name), None)
 
 
+def _keyframe(page: tifffile.TiffPage | tifffile.TiffFrame) -> tifffile.TiffPage:
+    """The page that describes ``page``'s layout (itself, or a frame's key page)."""
+    keyframe = page.keyframe
+    if keyframe is None:
+        raise SlideError("a TIFF frame without its key page")
+    return keyframe
+
+
 class _TiledPlane:
     """One TIFF page read tile by tile (tiles or strips, chunky samples)."""
 
     def __init__(self, page: tifffile.TiffPage | tifffile.TiffFrame, fd: int) -> None:
-        keyframe = page.keyframe
+        keyframe = _keyframe(page)
         self.decode_fn = keyframe.decode
         self.offsets = page.dataoffsets
         self.counts = page.databytecounts
@@ -44,7 +54,7 @@ class _TiledPlane:
         self.samples = int(keyframe.samplesperpixel)
         self.dtype = keyframe.dtype
         self.fd = fd
-        self.kwargs = {"_fullsize": True}
+        self.kwargs: dict[str, Any] = {"_fullsize": True}
         if page.jpegtables is not None:
             self.kwargs["jpegtables"] = page.jpegtables
         if keyframe.jpegheader is not None:
@@ -52,7 +62,7 @@ class _TiledPlane:
 
     @staticmethod
     def supports(page: tifffile.TiffPage | tifffile.TiffFrame) -> bool:
-        keyframe = page.keyframe
+        keyframe = _keyframe(page)
         chunked = keyframe.chunked
         return (
             keyframe.imagedepth == 1
@@ -74,7 +84,9 @@ class _TiledPlane:
             array = self.decode_fn(data, index, **self.kwargs)[0]
         except Exception as exc:  # codec errors come in many types
             raise SlideError(f"tile {index} cannot be decoded: {exc}") from exc
-        return array.reshape(th, tw, -1)
+        if array is None:
+            raise SlideError(f"tile {index} holds no image data")
+        return np.asarray(array).reshape(th, tw, -1)
 
     def data_end(self) -> int:
         counts = np.asarray(self.counts, dtype=np.int64)
@@ -89,10 +101,14 @@ class _ZarrPlane:
         import zarr  # only this rare layout needs it; importing zarr costs ~200 ms
 
         self.store = page.aszarr()
-        self.array = zarr.open(self.store, mode="r")
-        self.samples = int(page.keyframe.samplesperpixel)
-        self.dtype = page.keyframe.dtype
-        self.planar = page.keyframe.planarconfig == 2 and self.samples > 1
+        array = zarr.open(self.store, mode="r")
+        if not isinstance(array, zarr.Array):
+            raise SlideError("a TIFF page that does not read as one array")
+        self.array = array
+        keyframe = _keyframe(page)
+        self.samples = int(keyframe.samplesperpixel)
+        self.dtype = keyframe.dtype
+        self.planar = keyframe.planarconfig == 2 and self.samples > 1
         yx = self.array.chunks[1:3] if self.planar else self.array.chunks[:2]
         self.tile = (int(yx[0]), int(yx[1]))
 
@@ -111,12 +127,13 @@ class TiffBackend:
     def __init__(self, path: Path, series: int | None = None, cache_bytes: int = 256 * 2**20):
         self.path = path
         self._tif = tifffile.TiffFile(path)
-        self._fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
+        self._fd: int | None = fd
         try:
             self._series_index = self._main_series(series)
             main = self._tif.series[self._series_index]
-            self._planes = [self._level_planes(level) for level in main.levels]
-            self._check_not_truncated()
+            self._planes = [self._level_planes(level, fd) for level in main.levels]
+            self._check_not_truncated(os.fstat(fd).st_size)
         except Exception:
             self.close()
             raise
@@ -135,18 +152,17 @@ class TiffBackend:
         candidates = [i for i, s in enumerate(all_series) if associated_name(s) is None] or [0]
         return max(candidates, key=lambda i: _yx(all_series[i])[0] * _yx(all_series[i])[1])
 
-    def _level_planes(self, level: tifffile.TiffPageSeries) -> list:
+    def _level_planes(
+        self, level: tifffile.TiffPageSeries, fd: int
+    ) -> list[_TiledPlane | _ZarrPlane]:
         axes = level.axes.replace("S", "")
         planes = [p for p in level.pages if p is not None]
         extra = [a for a in axes if a not in "YX"]
         if len(planes) > 1 and extra != ["C"]:
             planes = planes[:1]  # a time or z stack: show its first plane
-        return [
-            _TiledPlane(p, self._fd) if _TiledPlane.supports(p) else _ZarrPlane(p) for p in planes
-        ]
+        return [_TiledPlane(p, fd) if _TiledPlane.supports(p) else _ZarrPlane(p) for p in planes]
 
-    def _check_not_truncated(self) -> None:
-        size = os.fstat(self._fd).st_size
+    def _check_not_truncated(self, size: int) -> None:
         for planes in self._planes:
             for plane in planes:
                 if isinstance(plane, _TiledPlane) and plane.data_end() > size:
@@ -158,16 +174,17 @@ class TiffBackend:
     def _read_info(self, main: tifffile.TiffPageSeries) -> BackendInfo:
         shapes = [_yx(level) for level in main.levels]
         levels = [
-            Level(shape, level_downsample(shapes[0], shape), tuple(planes[0].tile))
+            Level(shape, level_downsample(shapes[0], shape), planes[0].tile)
             for shape, planes in zip(shapes, self._planes, strict=True)
         ]
         meta = _tiff_metadata.read_metadata(self._tif, self._series_index)
-        associated = {}
+        associated: dict[str, Callable[[], np.ndarray]] = {}
         for series in self._tif.series:
             name = associated_name(series)
             if name and name not in associated and series is not main:
-                associated[name] = lambda s=series: to_rgb_uint8(np.squeeze(s.asarray()))
-        description = self._tif.pages[0].description or ""
+                associated[name] = _series_reader(series)
+        description = self._tif.pages.first.description or ""
+        compression = main.keyframe.compression
         return BackendInfo(
             vendor=_tiff_metadata.vendor(self._tif),
             levels=levels,
@@ -177,7 +194,7 @@ class TiffBackend:
             extra={
                 "series": self._series_index,
                 "series_names": [s.name for s in self._tif.series],
-                "compression": main.pages[0].keyframe.compression.name,
+                "compression": getattr(compression, "name", str(compression)),
                 "description": description[:2000],
             },
         )
@@ -197,8 +214,9 @@ class TiffBackend:
         rows = range(y // th, min((y + h - 1) // th + 1, ny))
         cols = range(x // tw, min((x + w - 1) // tw + 1, nx))
         wanted = [(r, c) for r in rows for c in cols]
-        tiles = {rc: self._cache.get((level, p, rc)) for rc in wanted}
-        missing = [rc for rc, tile in tiles.items() if tile is None]
+        cached = {rc: self._cache.get((level, p, rc)) for rc in wanted}
+        tiles = {rc: tile for rc, tile in cached.items() if tile is not None}
+        missing = [rc for rc, tile in cached.items() if tile is None]
 
         def fetch(rc: tuple[int, int]) -> np.ndarray:
             tile = plane.decode(rc[0] * nx + rc[1])
@@ -231,6 +249,11 @@ class TiffBackend:
             os.close(self._fd)
             self._fd = None
         self._tif.close()
+
+
+def _series_reader(series: tifffile.TiffPageSeries) -> Callable[[], np.ndarray]:
+    """Reads an associated image (label, macro, ...) as RGB uint8 when called."""
+    return lambda: to_rgb_uint8(np.squeeze(series.asarray()))
 
 
 def _yx(series: tifffile.TiffPageSeries) -> tuple[int, int]:

@@ -31,7 +31,7 @@ def vendor(tif: tifffile.TiffFile) -> str:
 def read_metadata(tif: tifffile.TiffFile, series_index: int) -> dict[str, Any]:
     """Return ``{"mpp": (y, x) | None, "objective_power": float | None}``."""
     name = vendor(tif)
-    page = tif.series[series_index].pages[0]
+    page = tif.series[series_index].keyframe
     mpp = None
     power = None
     if name == "aperio":
@@ -100,8 +100,10 @@ def _ome(xml: str, series_index: int) -> tuple[tuple[float, float] | None, float
         for axis in ("Y", "X"):
             size = _number(pixels.get(f"PhysicalSize{axis}"))
             unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
-            sizes.append(size * _UM_PER[unit] if size and unit in _UM_PER else None)
-        if all(_plausible(s) for s in sizes):
+            if size is None or unit not in _UM_PER or not _plausible(size * _UM_PER[unit]):
+                break
+            sizes.append(size * _UM_PER[unit])
+        else:
             mpp = (sizes[0], sizes[1])
     power = None
     settings = image.find(f"{prefix}ObjectiveSettings", ns)

@@ -84,6 +84,7 @@ def write_geojson(path: str | os.PathLike, annotations: list[Annotation]) -> Pat
 
 
 def _features(content: Any, path: Path) -> list[dict]:
+    features: Any
     if isinstance(content, list):
         features = content
     elif isinstance(content, dict) and content.get("type") == "FeatureCollection":
@@ -105,13 +106,6 @@ def _annotations(feature: dict, path: Path, skipped: list[str]) -> list[Annotati
     props = feature.get("properties") or {}
     name, colour = _classification(props.get("classification"))
     colour = colour or _rgb(props.get("color"))
-    common = {
-        "name": props.get("name"),
-        "classification": name,
-        "color": colour,
-        "object_type": str(props.get("objectType", "annotation")),
-        "locked": bool(props.get("isLocked", False)),
-    }
     out = []
     for kind, rings in _geometry(feature.get("geometry"), path, skipped):
         if not rings or not rings[0]:
@@ -122,14 +116,24 @@ def _annotations(feature: dict, path: Path, skipped: list[str]) -> list[Annotati
             raise GeoJSONError(f"{path}: malformed coordinates ({exc})") from exc
         if kind == "polygon":
             arrays = [a[:-1] if len(a) > 1 and np.array_equal(a[0], a[-1]) else a for a in arrays]
-        out.append(Annotation(kind, arrays[0], holes=arrays[1:], **common))
+        annotation = Annotation(
+            kind,
+            arrays[0],
+            name=props.get("name"),
+            classification=name,
+            color=colour,
+            object_type=str(props.get("objectType", "annotation")),
+            locked=bool(props.get("isLocked", False)),
+            holes=arrays[1:],
+        )
+        out.append(annotation)
     return out
 
 
 def _geometry(geometry: Any, path: Path, skipped: list[str]) -> list[tuple[Kind, list]]:
     if not isinstance(geometry, dict) or "type" not in geometry:
         raise GeoJSONError(f"{path}: a Feature without a geometry")
-    kind, coords = geometry["type"], geometry.get("coordinates")
+    kind, coords = geometry["type"], geometry.get("coordinates") or []
     if kind == "Polygon":
         return [("polygon", coords)]
     if kind == "MultiPolygon":

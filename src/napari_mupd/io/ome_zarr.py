@@ -214,7 +214,7 @@ def create_ome_zarr(
     """Create an empty (c, y, x) NGFF 0.4 multiscale; returns the zarr group."""
     import zarr
 
-    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group: Any = zarr.open_group(str(path), mode="w", zarr_format=2)  # attrs typed as JSON
     shapes = pyramid_shapes(shape)
     datasets = []
     for i, (h, w) in enumerate(shapes):

@@ -144,9 +144,11 @@ class Slide:
     ) -> np.ndarray:
         """Read a (h, w, 3) uint8 region, OpenSlide style.
 
-        ``location`` is the (x, y) top-left in level-0 pixels, ``size`` the
-        (width, height) at ``level``. Pixels outside the slide are white; a region
-        entirely outside raises :class:`~napari_mupd.errors.RegionError`.
+        The signature is OpenSlide's ``read_region`` (the rest of the package takes a
+        :class:`~napari_mupd.imaging.regions.Region`): ``location`` is the (x, y)
+        top-left in level-0 pixels, ``size`` the (width, height) at ``level``. Pixels
+        outside the slide are white; a region entirely outside raises
+        :class:`~napari_mupd.errors.RegionError`.
         """
         self._check_open()
         if not 0 <= level < self.level_count:
@@ -312,7 +314,7 @@ def _with_derived_levels(levels: list[Level]) -> list[Level]:
     factor = 1
     while max(out[-1].shape) > COARSEST_SIDE:
         factor *= 2
-        shape = tuple(math.ceil(s / factor) for s in coarsest.shape)
+        shape = (math.ceil(coarsest.shape[0] / factor), math.ceil(coarsest.shape[1] / factor))
         downsample = coarsest.downsample * factor
         out.append(
             replace(coarsest, shape=shape, downsample=downsample, tile=_DERIVED_TILE, native=False)

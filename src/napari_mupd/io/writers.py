@@ -34,6 +34,8 @@ def write_ome_tiff(
     import tifffile
 
     levels = list(levels)
+    if not levels:
+        raise OutputError(f"{path}: no image levels to write")
     rgb = tuple(channels) == ("R", "G", "B")
     metadata: dict[str, Any] = {"axes": "YXS" if rgb else "CYX"}
     if not rgb:
@@ -51,7 +53,7 @@ def write_ome_tiff(
     def arrange(level: np.ndarray) -> np.ndarray:
         return level if rgb else np.moveaxis(level, -1, 0)
 
-    options = {
+    options: dict[str, Any] = {
         "tile": (256, 256),
         "compression": "zlib",
         "photometric": "rgb" if rgb else "minisblack",

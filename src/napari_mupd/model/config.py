@@ -109,7 +109,8 @@ def split_target(target: str) -> tuple[TargetKind, tuple[str, ...]]:
     if not isinstance(target, str) or not target.strip():
         raise ConditionError(f"target must be a non-empty string, got {target!r}")
     head, _, tail = target.strip().partition(":")
-    kind = {"h&e": "H&E", "he": "H&E", "ihc": "IHC", "mif": "mIF"}.get(head.strip().lower())
+    kinds: dict[str, TargetKind] = {"h&e": "H&E", "he": "H&E", "ihc": "IHC", "mif": "mIF"}
+    kind = kinds.get(head.strip().lower())
     markers = tuple(m.strip() for m in tail.split(",")) if tail.strip() else ()
     if kind is None:
         raise ConditionError(
@@ -125,7 +126,7 @@ def split_target(target: str) -> tuple[TargetKind, tuple[str, ...]]:
         raise ConditionError(f"target {target!r} has an empty marker name")
     if len({m.lower() for m in markers}) != len(markers):
         raise ConditionError(f"target {target!r} names a marker twice")
-    return kind, markers  # type: ignore[return-value]
+    return kind, markers
 
 
 @dataclass
@@ -388,7 +389,7 @@ class MuPDConfig:
         return cls._sit("mupd-sit-xl", hidden_size=1152, depth=28, num_heads=16)
 
     @classmethod
-    def _sit(cls, name: str, **backbone: int) -> MuPDConfig:
+    def _sit(cls, name: str, *, hidden_size: int, depth: int, num_heads: int) -> MuPDConfig:
         orion = "DAPI,CD31,CD45,CD68,CD4,FOXP3,CD8a,CD45RO,CD20,PD-L1,CD3e,CD163,E-cadherin,PD-1,Ki67,PanCK"  # noqa: E501
         return cls(
             name=name,
@@ -407,7 +408,9 @@ class MuPDConfig:
             rna_dim=768,
             image_patch=2,
             image_dim=1024,
-            **backbone,
+            hidden_size=hidden_size,
+            depth=depth,
+            num_heads=num_heads,
         )
 
 

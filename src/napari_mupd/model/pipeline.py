@@ -40,11 +40,21 @@ from napari_mupd.model.transformer import MuPDTransformer
 from napari_mupd.model.vae import build_vae, decode, decode_markers, encode, encode_markers
 
 if TYPE_CHECKING:
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
     from PIL import Image
 
 SCHEDULER_CONFIG = "scheduler_config.json"
 HF_TEXT_DIR = "text_encoder"
 OutputType = Literal["np", "pil", "pt"]
+#: What `MuPDPipeline._build` makes: transformer, VAE, mIF VAE, text, RNA, image encoders.
+Components = tuple[
+    MuPDTransformer,
+    "AutoencoderKL",
+    "AutoencoderKL | None",
+    TextEncoder | HFTextEncoder,
+    RNAEncoder,
+    ReferenceImageEncoder,
+]
 StepCallback = Callable[["MuPDPipeline", int, float, dict[str, Any]], "dict[str, Any] | None"]
 
 
@@ -137,8 +147,8 @@ class MuPDPipeline:
         self,
         config: MuPDConfig,
         transformer: MuPDTransformer,
-        vae: nn.Module,
-        mif_vae: nn.Module | None,
+        vae: AutoencoderKL,
+        mif_vae: AutoencoderKL | None,
         text_encoder: TextEncoder | HFTextEncoder,
         rna_encoder: RNAEncoder,
         image_encoder: ReferenceImageEncoder,
@@ -169,10 +179,10 @@ class MuPDPipeline:
             if seed is not None:
                 torch.manual_seed(seed)
             parts = cls._build(config, None)
-        return cls(config, *parts, device=device)  # type: ignore[arg-type]
+        return cls(config, *parts, device=device)
 
     @staticmethod
-    def _build(config: MuPDConfig, root: Path | None) -> tuple[nn.Module | None, ...]:
+    def _build(config: MuPDConfig, root: Path | None) -> Components:
         if config.hf_text_encoder:
             path = Path(config.hf_text_encoder)
             text: TextEncoder | HFTextEncoder = HFTextEncoder(
@@ -239,7 +249,7 @@ class MuPDPipeline:
             except (OSError, ValueError) as exc:
                 raise CheckpointError(f"checkpoint {root}: {SCHEDULER_CONFIG}: {exc}") from exc
             scheduler = scheduler_from_config(scheduler_config)
-        return cls(config, *parts, scheduler=scheduler, device=device)  # type: ignore[arg-type]
+        return cls(config, *parts, scheduler=scheduler, device=device)
 
     def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
         """Write config.json, scheduler_config.json and one .safetensors per component."""

@@ -36,6 +36,11 @@ def sincos_pos_embed(dim: int, grid_h: int, grid_w: int, device: torch.device) -
     return nn.functional.pad(emb, (0, dim - emb.shape[1]))
 
 
+def _linears(module: nn.Module) -> list[nn.Linear]:
+    """The linear layers directly inside a module (e.g. a ``nn.Sequential``), in order."""
+    return [m for m in module.children() if isinstance(m, nn.Linear)]
+
+
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     """adaLN modulation: ``x * (1 + scale) + shift`` with per-sample (B, D) parameters."""
     return x * (1 + scale[:, None]) + shift[:, None]
@@ -110,14 +115,14 @@ class MuPDTransformer(nn.Module):
                     nn.init.zeros_(m.bias)
         w = self.patch_embed.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.bias)
+        if self.patch_embed.bias is not None:
+            nn.init.zeros_(self.patch_embed.bias)
         nn.init.normal_(self.target_embed.weight, std=0.02)
-        for lin in (self.t_embed[0], self.t_embed[2]):
+        for lin in _linears(self.t_embed):
             nn.init.normal_(lin.weight, std=0.02)
-        for block in self.blocks:
-            nn.init.zeros_(block.ada[1].weight)
-            nn.init.zeros_(block.ada[1].bias)
-        for lin in (self.final_ada[1], self.final):
+        blocks = [b for b in self.blocks if isinstance(b, MuPDBlock)]
+        adaptive = [lin for b in blocks for lin in _linears(b.ada)]
+        for lin in [*adaptive, *_linears(self.final_ada), self.final]:
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 

@@ -16,19 +16,20 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from diffusers import AutoencoderKL
+if TYPE_CHECKING:  # the class itself: diffusers' lazy top level hides it from type checkers
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 
 def build_vae(config: dict[str, Any]) -> AutoencoderKL:
     """A randomly initialised AutoencoderKL from its config dict (diffusers imported here)."""
-    from diffusers import AutoencoderKL
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
     return AutoencoderKL(**config)
 
 
 def _factors(vae: AutoencoderKL) -> tuple[float, float]:
-    return float(vae.config.scaling_factor), float(vae.config.shift_factor or 0.0)
+    config = vae.config  # diffusers' FrozenDict
+    return float(config["scaling_factor"]), float(config.get("shift_factor") or 0.0)
 
 
 def encode(vae: AutoencoderKL, images: Tensor) -> Tensor:
@@ -66,5 +67,5 @@ def fit_scaling_factor(vae: AutoencoderKL, images: Tensor) -> float:
     """``1 / std`` of the unscaled latents of `images` (B, C, H, W) in [0, 1]: the value
     to put in the VAE config's ``scaling_factor`` so latents have unit variance."""
     z = vae.encode((images * 2 - 1).to(next(vae.parameters()).dtype)).latent_dist.mode()
-    shift = float(vae.config.shift_factor or 0.0)
+    shift = _factors(vae)[1]
     return float(1.0 / (z.float() - shift).std().clamp_min(1e-6))

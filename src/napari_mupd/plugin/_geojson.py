@@ -35,10 +35,11 @@ def napari_get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]]
 
 def read_shapes(path: str | list[str]) -> list[LayerData]:
     """The file's polygons and paths as one Shapes layer over the viewer's slide."""
-    annotations = read_geojson(single_path(path) or path[0])
+    file = single_path(path) or Path(path[0])
+    annotations = read_geojson(file)
     colours = np.array([(*np.divide(a.color or DEFAULT_RGB, 255), 1.0) for a in annotations])
     kwargs: dict[str, Any] = {
-        "name": Path(path).name.removesuffix(".geojson"),
+        "name": file.name.removesuffix(".geojson"),
         "shape_type": [_shape_type(a) for a in annotations],
         "features": pd.DataFrame(
             {
@@ -48,7 +49,7 @@ def read_shapes(path: str | list[str]) -> list[LayerData]:
             }
         ),
         "edge_width": 2,
-        "metadata": {"source": str(path), "reader": f"napari-mupd {__version__}"},
+        "metadata": {"source": str(file), "reader": f"napari-mupd {__version__}"},
         **_slide_placement(),
     }
     if annotations:

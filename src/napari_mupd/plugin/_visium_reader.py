@@ -99,6 +99,7 @@ def _face_colours(spots: Spots, features: pd.DataFrame) -> Any:
     if column is None:
         return "#ffd700"
     obs = spots.obs
+    assert obs is not None  # the categorical columns came from it
     categories = [str(c) for c in obs[column].cat.categories]
     palette = spots.palettes.get(column) or PALETTE
     lookup = {c: palette[i % len(palette)] for i, c in enumerate(categories)}

@@ -34,13 +34,15 @@ def write_ome_zarr_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str
     dtype = _dtype(p, np.dtype(level0.dtype))
     _check_overwritable(p)
     units = [str(u) for u in meta.get("units", ("pixel", "pixel"))][-2:]
+    sy, sx = (float(s) for s in meta.get("scale", (1, 1))[-2:])
+    ty, tx = (float(t) for t in meta.get("translate", (0, 0))[-2:])
     group = create_ome_zarr(
         p,
-        tuple(int(s) for s in level0.shape[:2]),
+        (int(level0.shape[0]), int(level0.shape[1])),
         channels,
         dtype=dtype.str.lstrip("<>|="),
-        scale=tuple(float(s) for s in meta.get("scale", (1, 1))[-2:]),
-        translate=tuple(float(t) for t in meta.get("translate", (0, 0))[-2:]),
+        scale=(sy, sx),
+        translate=(ty, tx),
         units=units[0],
         attrs={
             "writer": f"napari-mupd {__version__}",

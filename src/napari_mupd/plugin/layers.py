@@ -46,7 +46,8 @@ def layer_mpp(layer: Image) -> tuple[float, float] | None:
     if mpp:
         return (float(mpp[0]), float(mpp[1]))
     if all(str(u) in ("micrometer", "micron", "um") for u in layer.units[-2:]):
-        return tuple(float(s) for s in layer.scale[-2:])  # type: ignore[return-value]
+        sy, sx = (float(s) for s in layer.scale[-2:])
+        return sy, sx
     return None
 
 

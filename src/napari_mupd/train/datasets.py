@@ -7,7 +7,7 @@ each sample carries the target image, the target name, and whichever conditions 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +38,14 @@ class Sample:
     text: str | None = None
     rna: pd.Series | None = None  # gene symbol -> expression
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def sources(samples: Sequence[Sample]) -> list[np.ndarray]:
+    """The source H&E tiles of virtual-staining samples (a DatasetError if one has none)."""
+    out = [s.source for s in samples if s.source is not None]
+    if len(out) != len(samples):
+        raise DatasetError("a virtual staining task needs a source H&E tile for every sample")
+    return out
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -379,6 +387,7 @@ __all__ = [
     "build_caption",
     "build_dataset",
     "read_rgb",
+    "sources",
 ]
 
 
@@ -410,7 +419,7 @@ def build_dataset(spec: dict[str, Any], tile_size: int, resolve: Any = Path) -> 
     for key in paths & set(args):
         if not (kind == "spaceranger" and key == "image"):
             args[key] = resolve(args[key])
-    builders = {
+    builders: dict[str, Callable[..., Sequence[Sample]]] = {
         "paired_folders": PairedTileFolder,
         "serial_sections": SerialSectionPairs,
         "captioned_tiles": CaptionedTiles,

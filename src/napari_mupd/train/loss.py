@@ -186,7 +186,8 @@ def make_training_batch(
         given = [i for i, p in enumerate(text) if p is not None]
         batch.text_present = torch.zeros(b, dtype=torch.bool, device=dev)
         batch.text_present[given] = True
-        ids, mask = pipe.text_encoder.tokenize([text[i] for i in given] or ["none"])
+        prompts = [p for p in text if p is not None]
+        ids, mask = pipe.text_encoder.tokenize(prompts or ["none"])
         batch.text_ids = torch.zeros(b, ids.shape[1], dtype=torch.long, device=dev)
         batch.text_mask = torch.ones(b, ids.shape[1], dtype=torch.bool, device=dev)
         if given:

@@ -26,7 +26,7 @@ from napari_mupd.model import MuPDPipeline
 from napari_mupd.model.loading import load_pipeline
 from napari_mupd.train.augment import dihedral, stain_jitter
 from napari_mupd.train.config import TaskConfig, TrainConfig
-from napari_mupd.train.datasets import Sample, build_dataset
+from napari_mupd.train.datasets import Sample, build_dataset, sources
 from napari_mupd.train.loss import TrainingBatch, make_training_batch, trainable
 from napari_mupd.train.vae import model_config
 
@@ -157,9 +157,10 @@ class Trainer:
 
     def resume(self, checkpoint: Path | None = None) -> bool:
         """Continue from ``checkpoint`` (default: the latest); False if there is none."""
-        checkpoint = checkpoint or (self.checkpoints() or [None])[-1]
-        if checkpoint is None:
+        saved = self.checkpoints()
+        if checkpoint is None and not saved:
             return False
+        checkpoint = checkpoint or saved[-1]
         module = self.accelerator.unwrap_model(self.module)
         module.load_state_dict(load_file(checkpoint / "trainable.safetensors"))
         self.ema = load_file(checkpoint / "ema.safetensors")
@@ -210,7 +211,7 @@ class Trainer:
         if kind == "image":
             kwargs["reference"] = np.stack([dataset[int(i)].image for i in ref_index])
         if kind == "stain":
-            kwargs["source"] = np.stack([s.source for s in samples])
+            kwargs["source"] = np.stack(sources(samples))
         images = np.stack([s.image for s in samples])
         return make_training_batch(self.pipe, samples[0].target, images, **kwargs)
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from napari_mupd.errors import DatasetError
 from napari_mupd.eval.baselines import (
     ColourDeconvolutionBaseline,
     NearestNeighbourBaseline,
@@ -30,7 +31,7 @@ from napari_mupd.eval.baselines import (
 from napari_mupd.eval.report import evaluate_pairs
 from napari_mupd.imaging.pixels import to_uint8
 from napari_mupd.train.config import TaskConfig, TrainConfig
-from napari_mupd.train.datasets import Sample, build_dataset
+from napari_mupd.train.datasets import Sample, build_dataset, sources
 
 DISTRIBUTION_COLUMNS = ["n_tiles", "fid", "kid", "nuclei_distance"]
 Log = Callable[[str], None]
@@ -88,26 +89,26 @@ def evaluate_stain(
     if not test:
         return None
     train = _samples(split_datasets(task, config, size, "train"))
-    sources, reals = [s.source for s in test], [s.image for s in test]
-    train_src, train_tgt = [s.source for s in train], [s.image for s in train]
+    test_src, reals = sources(test), [s.image for s in test]
+    train_src, train_tgt = sources(train), [s.image for s in train]
     target = test[0].target
     log(f"{task.name}: {len(test)} test tiles, {len(train)} training tiles ({target})")
     methods = {
         "MuPD": _generate(
-            pipe, 16, log, image=sources, target=target, num_inference_steps=steps, generator=seed
+            pipe, 16, log, image=test_src, target=target, num_inference_steps=steps, generator=seed
         )
     }
     methods["colour deconvolution"] = list(
-        ColourDeconvolutionBaseline(seed=seed).fit(train_src, train_tgt).predict(sources)
+        ColourDeconvolutionBaseline(seed=seed).fit(train_src, train_tgt).predict(test_src)
     )
     methods["nearest neighbour"] = list(
-        NearestNeighbourBaseline().fit(train_src, train_tgt).predict(sources)
+        NearestNeighbourBaseline().fit(train_src, train_tgt).predict(test_src)
     )
     params = regression_params or sum(p.numel() for p in pipe.transformer.parameters())
     regression = RegressionBaseline(params=params, crop=min(size, 128), lr=5e-3)
     regression.fit(train_src, train_tgt, steps=regression_steps, seed=seed)
     methods[f"U-Net regression ({regression.num_parameters / 1e6:.1f} M)"] = list(
-        regression.predict(sources)
+        regression.predict(test_src)
     )
     return evaluate_pairs(methods, reals, kind="IHC")
 
@@ -142,6 +143,8 @@ def evaluate_generation(
 
 
 def _most_correlated(sample: Sample, train: list[Sample]) -> Sample:
+    if sample.rna is None:
+        raise DatasetError("an RNA task needs an expression profile for every sample")
     pool = [t for t in train if t.meta.get("dataset") == sample.meta.get("dataset")] or train
     profiles = pd.DataFrame([t.rna for t in pool]).fillna(0.0)
     query = sample.rna.reindex(profiles.columns).fillna(0.0).to_numpy(float)

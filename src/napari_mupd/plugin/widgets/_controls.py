@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import napari
+from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     ComboBox,
     Container,
@@ -17,6 +18,7 @@ from magicgui.widgets import (
     Widget,
     create_widget,
 )
+from magicgui.widgets.bases import CategoricalWidget
 
 from napari_mupd.errors import ConditionError, MuPDError, RegionError
 from napari_mupd.imaging.regions import Region
@@ -43,7 +45,9 @@ class ModelPicker(Container):
         self.kinds, self.multiple = kinds, multiple
         self.on_config: list[Callable[[MuPDConfig], None]] = []
         self.source = ComboBox(choices=[BUNDLED, FOLDER], value=BUNDLED, label="model")
-        self.folder = FileEdit(mode="d", label="folder", tooltip="a MuPD checkpoint folder")
+        self.folder = FileEdit(
+            mode=FileDialogMode.EXISTING_DIRECTORY, label="folder", tooltip="a MuPD checkpoint"
+        )
         self.folder.visible = False
         self.device = ComboBox(choices=available_devices(), label="device", value="auto")
         self._targets: list[str] = []
@@ -63,7 +67,7 @@ class ModelPicker(Container):
 
     def use_folder(self, folder: str) -> None:
         """Switch to the checkpoint in ``folder``."""
-        self.folder.value = folder
+        self.folder.value = Path(folder)
         self.source.value = FOLDER
 
     @property
@@ -102,7 +106,10 @@ class Conditions(Container):
     def __init__(self, rna_filter: str = "*.csv") -> None:
         self.text = LineEdit(label="text", tooltip="optional, e.g. 'tumour with lymphocytes'")
         self.rna = FileEdit(
-            mode="r", filter=rna_filter, label="RNA", tooltip="optional CSV: gene,value per row"
+            mode=FileDialogMode.EXISTING_FILE,
+            filter=rna_filter,
+            label="RNA",
+            tooltip="optional CSV: gene,value per row",
         )
         self.text_scale = FloatSpinBox(label="text guidance", value=1.0, min=0.0, max=20.0)
         self.rna_scale = FloatSpinBox(label="RNA guidance", value=1.0, min=0.0, max=20.0)
@@ -117,8 +124,8 @@ class Conditions(Container):
 
     def rna_path(self) -> str | None:
         """The RNA file, or None; a clear error when it does not exist."""
-        value = Path(self.rna.value)
-        if value.is_dir():  # nothing chosen: FileEdit shows the working directory
+        value = typed_path(self.rna)
+        if value is None or value.is_dir():  # nothing chosen
             return None
         if not value.is_file():
             raise ConditionError(f"RNA file {value} does not exist")
@@ -132,12 +139,18 @@ class Conditions(Container):
         return scales
 
 
+def typed_path(edit: FileEdit) -> Path | None:
+    """The path typed or chosen in ``edit``; None when it is empty."""
+    text = edit.line_edit.value.strip()
+    return Path(text).expanduser() if text else None
+
+
 def button_row(*buttons: Widget) -> Container:
     """Buttons side by side (Run and Cancel)."""
     return Container(widgets=list(buttons), layout="horizontal", labels=False)
 
 
-def layer_menu(viewer: napari.viewer.Viewer, kind: type, **options: object) -> ComboBox:
+def layer_menu(viewer: napari.viewer.Viewer, kind: type, **options: object) -> CategoricalWidget:
     """A menu of ``viewer``'s layers of ``kind`` that follows the layer list, docked or not."""
     menu = create_widget(
         annotation=kind,
@@ -146,6 +159,8 @@ def layer_menu(viewer: napari.viewer.Viewer, kind: type, **options: object) -> C
             "choices": lambda _: [la for la in viewer.layers if isinstance(la, kind)],
         },
     )
+    if not isinstance(menu, CategoricalWidget):
+        raise TypeError(f"magicgui made a {type(menu).__name__} for {kind}, not a menu")
     for event in ("inserted", "removed", "reordered"):
         getattr(viewer.layers.events, event).connect(menu.reset_choices)
     return menu

@@ -168,11 +168,11 @@ class CompareStainsWidget(Container):
             report(1, 2)
             fit = register_auto(fixed, moving)
             correction = fixed_world @ _yx(fit.matrix) @ np.linalg.inv(moving_world)
-            return correction, float(fit.score)
+            return correction, float(np.nan if fit.score is None else fit.score)
 
         self.status.value = f"registering {real.name!r} onto {reference.name!r} ..."
         self.registering.start(
-            "Registration", job, lambda result: self._registered(real, *result, "NCC")
+            "Registration", job, lambda result: self._registered(real, result[0], result[1], "NCC")
         )
 
     def _register_landmarks(self, real: napari.layers.Image) -> None:
@@ -254,8 +254,8 @@ class _OnVisibility(QObject):
         self.callback = callback
         widget.installEventFilter(self)
 
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
-        if event.type() in (QEvent.Type.Show, QEvent.Type.Hide):
+    def eventFilter(self, obj: QObject | None, event: QEvent | None) -> bool:
+        if event is not None and event.type() in (QEvent.Type.Show, QEvent.Type.Hide):
             self.callback(event.type() == QEvent.Type.Show)
         return False
 

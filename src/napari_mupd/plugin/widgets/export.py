@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import napari
+from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     CheckBox,
     Container,
@@ -27,16 +29,11 @@ from napari_mupd.plugin.widgets._controls import (
     ModelPicker,
     RegionPicker,
     button_row,
+    typed_path,
 )
 from napari_mupd.plugin.widgets._runner import Cancel, Report, TaskRunner
 
 __all__ = ["FIELD_OF_VIEW", "WHOLE_IMAGE", "ExportTilesWidget"]
-
-
-def _path(edit: FileEdit) -> Path | None:
-    """The path typed or chosen in ``edit``; None when it is empty."""
-    text = edit.line_edit.value.strip()
-    return Path(text).expanduser() if text else None
 
 
 class ExportTilesWidget(Container):
@@ -47,15 +44,18 @@ class ExportTilesWidget(Container):
         self.region = RegionPicker(viewer, whole_image=True)
         self.model = ModelPicker(kinds=("H&E", "IHC", "mIF"), multiple=True)
         self.tile_size = SpinBox(label="tile size", value=256, min=16, max=4096, step=16)
-        self.count = SpinBox(label="tiles", value=16, min=1, max=1_000_000)
+        self.n_tiles = SpinBox(label="tiles", value=16, min=1, max=1_000_000)
         self.text = LineEdit(label="text", tooltip="optional prompt for the generated tiles")
         self.rna = FileEdit(
-            mode="r", filter="*.csv", label="RNA", tooltip="optional CSV: gene,value per row"
+            mode=FileDialogMode.EXISTING_FILE,
+            filter="*.csv",
+            label="RNA",
+            tooltip="optional CSV: gene,value per row",
         )
         self.reference = CheckBox(value=True, text="real tile as reference for synthetic H&E")
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.steps = SpinBox(label="steps", value=0, min=0, max=1000, tooltip="0: the model's")
-        self.out = FileEdit(mode="d", label="output folder")
+        self.out = FileEdit(mode=FileDialogMode.EXISTING_DIRECTORY, label="output folder")
         self.run = PushButton(text="Run")
         self.cancel = PushButton(text="Cancel")
         self.status = Label(value="")
@@ -64,7 +64,7 @@ class ExportTilesWidget(Container):
                 self.region,
                 self.model,
                 self.tile_size,
-                self.count,
+                self.n_tiles,
                 self.text,
                 self.rna,
                 self.reference,
@@ -91,10 +91,10 @@ class ExportTilesWidget(Container):
             image = self.region.image()
             if not self.model.target.value:
                 raise ConditionError("choose at least one target")
-            out = _path(self.out)
+            out = typed_path(self.out)
             if out is None:
                 raise OutputError("choose an output folder")
-            rna = _path(self.rna)
+            rna = typed_path(self.rna)
             if rna is not None and not rna.is_file():
                 raise ConditionError(f"RNA file {rna} does not exist")
             region = self.region.region()
@@ -103,9 +103,9 @@ class ExportTilesWidget(Container):
             self.runner.fail(exc)
             return
         model, device = self.model.path, self.model.device.value
-        options = {
+        options: dict[str, Any] = {
             "tile_size": self.tile_size.value,
-            "count": self.count.value,
+            "count": self.n_tiles.value,
             "targets": list(self.model.target.value),
             "text": self.text.value.strip() or None,
             "rna": None if rna is None else str(rna),

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import napari
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -29,6 +29,7 @@ from napari_mupd.plugin.widgets._controls import (
     RegionPicker,
     button_row,
     layer_menu,
+    typed_path,
 )
 from napari_mupd.plugin.widgets._runner import Cancel, Report, TaskRunner
 
@@ -44,7 +45,9 @@ class GenerateTissueWidget(Container):
         self.prompt = LineEdit(label="prompt", tooltip="e.g. 'H&E, colon, adenocarcinoma'")
         self.text_scale = FloatSpinBox(label="text guidance", value=1.0, min=0.0, max=20.0)
         self.rna_source = ComboBox(choices=[NO_RNA, RNA_FILE, RNA_SPOTS], value=NO_RNA, label="RNA")
-        self.rna_file = FileEdit(mode="r", filter="*.csv *.h5ad", label="RNA file")
+        self.rna_file = FileEdit(
+            mode=FileDialogMode.EXISTING_FILE, filter="*.csv *.h5ad", label="RNA file"
+        )
         self.spots = layer_menu(
             viewer, napari.layers.Points, label="spots", nullable=True,
             tooltip="empty: the top layer of Visium spots",
@@ -54,7 +57,7 @@ class GenerateTissueWidget(Container):
         self.reference = RegionPicker(viewer, source_label="reference")
         self.image_scale = FloatSpinBox(label="image guidance", value=1.0, min=0.0, max=20.0)
         self.model = ModelPicker(kinds=("H&E",))
-        self.count = SpinBox(label="tiles", value=4, min=1, max=64)
+        self.n_tiles = SpinBox(label="tiles", value=4, min=1, max=64)
         self.layout_choice = ComboBox(choices=[STACK, GRID], value=GRID, label="show as")
         self.steps = SpinBox(label="steps", value=0, min=0, max=500, tooltip="0: the model's")
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
@@ -73,7 +76,7 @@ class GenerateTissueWidget(Container):
                 self.reference,
                 self.image_scale,
                 self.model,
-                self.count,
+                self.n_tiles,
                 self.layout_choice,
                 self.steps,
                 self.seed,
@@ -98,8 +101,8 @@ class GenerateTissueWidget(Container):
         from napari_mupd.io.visium import spots_expression
 
         if self.rna_source.value == RNA_FILE:
-            path = Path(self.rna_file.value)
-            if not path.is_file():
+            path = typed_path(self.rna_file)
+            if path is None or not path.is_file():
                 raise ConditionError(f"choose an RNA file (.csv or .h5ad); {path} is not a file")
             if path.suffix.lower() != ".h5ad":
                 return str(path)
@@ -136,7 +139,7 @@ class GenerateTissueWidget(Container):
             self.runner.fail(exc)
             return
         model_path, device = self.model.path, self.model.device.value
-        n, seed, steps = self.count.value, self.seed.value, self.steps.value or None
+        n, seed, steps = self.n_tiles.value, self.seed.value, self.steps.value or None
         scales = {
             "text": self.text_scale.value,
             "rna": self.rna_scale.value,
@@ -185,7 +188,11 @@ class GenerateTissueWidget(Container):
         mpp = meta["mpp"] if physical else 1.0
         right = float(layers.extent.world[1][-1]) + 20 * mpp if layers else 0.0
         unit = "micrometer" if physical else "pixel"
-        spatial = {"scale": (mpp, mpp), "translate": (0.0, right), "units": (unit, unit)}
+        spatial: dict[str, tuple[Any, ...]] = {
+            "scale": (mpp, mpp),
+            "translate": (0.0, right),
+            "units": (unit, unit),
+        }
         if data.ndim == 4:  # a stack: the first axis is the sample
             spatial = {
                 "scale": (1.0, mpp, mpp),
