@@ -23,12 +23,25 @@ class Identity:
 
     channels = ("R", "G", "B")
     latent_channels = 0
+    renders_detail = False
 
     def __init__(self, tile_size: int = 64, mpp: float | None = None) -> None:
         self.tile_size, self.mpp = tile_size, mpp
 
     def __call__(self, sources, noise, cancel):
         return sources.astype(np.float32) / 255
+
+
+class DetailIdentity(Identity):
+    """Returns the fine source it was given: output at the detail resolution."""
+
+    renders_detail = True
+
+    def __call__(self, sources, noise, cancel, details=None):
+        assert details is None or details.shape[1] == sources.shape[1] * (
+            details.shape[1] // sources.shape[1]
+        )
+        return (sources if details is None else details).astype(np.float32) / 255
 
 
 class Constant(Identity):
@@ -68,6 +81,24 @@ def test_blend_weights_sum_to_one(length, tile, overlap):
             normalised[y : y + tile, x : x + tile] += w / total[y : y + tile, x : x + tile]
     np.testing.assert_allclose(normalised, 1.0, atol=1e-12)
     np.testing.assert_allclose(blender.result(), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("x", "y", "w", "h"), [(0, 0, 200, 152), (40, 80, 136, 72)])
+def test_detail_renders_the_slide_at_its_own_resolution(x, y, w, h):
+    """A model on a 4x coarser grid that draws on the 4x finer source gives level 0 back,
+    laid exactly where the slide's pixels are."""
+    with open_slide(CMU1) as slide:
+        model = DetailIdentity(mpp=4 * slide.mpp[0])
+        coarse = stain_region(slide, Region(x, y, w, h), model)
+        result = stain_region(slide, Region(x, y, w, h), model, output_mpp=slide.mpp[0])
+        assert result.metadata["detail"] == 4 and coarse.metadata["detail"] == 1
+        assert result.image.shape[:2] == (4 * coarse.image.shape[0], 4 * coarse.image.shape[1])
+        np.testing.assert_array_equal(result.rgb_uint8(), slide.read_region((x, y), 0, (w, h)))
+        np.testing.assert_allclose(result.scale, slide.mpp)
+        np.testing.assert_allclose(result.translate, (y * slide.mpp[0], x * slide.mpp[1]))
+        with pytest.raises(RegionError, match="its own grid"):
+            grid = Grid.for_region(slide, Region(x, y, w, h), model.mpp)
+            stain_grid(slide, grid, Identity(), detail=2)
 
 
 @pytest.mark.parametrize(

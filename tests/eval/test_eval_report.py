@@ -44,6 +44,25 @@ def test_rows_and_known_values(run):
     np.testing.assert_allclose(pred, real)
 
 
+def test_structure_r_needs_sources_and_follows_the_nuclei():
+    """The structure column scores each method against the source H&E: a copy of the
+    source's own nuclei in IHC colours beats a blurred one; without sources it is n/a."""
+    from scipy.ndimage import gaussian_filter
+
+    from napari_mupd.imaging.stains import compose_stains, stain_densities
+
+    he = [he_ihc_pair(48, seed)[0] for seed in range(3)]
+    faithful = [compose_stains(stain_densities(t) * [1, 0, 0.5]) for t in he]
+    blurred = [compose_stains(gaussian_filter(stain_densities(t), (3, 3, 0)) * [1, 0, 0.5])
+               for t in he]  # fmt: skip
+    methods = {"faithful": faithful, "blurred": blurred}
+    df = evaluate_pairs(methods, faithful, sources=he)
+    assert df.loc["faithful"].structure_r > 0.95 > df.loc["blurred"].structure_r
+    assert math.isnan(evaluate_pairs(methods, faithful).loc["faithful"].structure_r)
+    with pytest.raises(EvalError, match="2 source tiles for 3"):
+        evaluate_pairs(methods, faithful, sources=he[:2])
+
+
 def test_table_is_markdown_with_reasons(run):
     table = format_table(run)
     lines = table.splitlines()

@@ -19,7 +19,7 @@ def test_components_are_exposed(pipe: MuPDPipeline) -> None:
     parts = pipe.components
     assert set(parts) == {
         "transformer", "vae", "mif_vae", "text_encoder", "rna_encoder", "image_encoder",
-        "scheduler",
+        "stain_renderer", "scheduler",
     }  # fmt: skip
     assert parts["transformer"] is pipe.transformer
     assert pipe.device == torch.device("cpu")

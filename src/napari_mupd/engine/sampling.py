@@ -41,14 +41,23 @@ def sample(
 
 
 class TileModel(Protocol):
-    """Maps (B, T, T, 3) uint8 source tiles (plus noise) to (B, T, T, C) float32 in [0, 1]."""
+    """Maps (B, T, T, 3) uint8 source tiles (plus noise) to (B, T, T, C) float32 in [0, 1];
+    a model that `renders_detail` also takes the same tiles at k times the resolution,
+    (B, kT, kT, 3), and returns (B, kT, kT, C)."""
 
     tile_size: int
     channels: tuple[str, ...]
     latent_channels: int  # channels of the noise a tile needs; 0 for deterministic models
     mpp: float | None  # the pixel size the model works at (None: the slide's own)
+    renders_detail: bool  # whether it can draw its output on finer source tiles
 
-    def __call__(self, sources: np.ndarray, noise: np.ndarray | None, cancel: Cancel) -> np.ndarray:
+    def __call__(
+        self,
+        sources: np.ndarray,
+        noise: np.ndarray | None,
+        cancel: Cancel,
+        details: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Stain a batch of tiles; ``noise`` is (B, latent_channels, T/8, T/8) or None."""
         ...
 
@@ -75,9 +84,16 @@ class PipelineTileModel:
         self.tile_size = pipe.config.resolution
         self.channels = ("R", "G", "B") if self.spec.kind != "mIF" else self.spec.markers
         self.latent_channels = len(self.spec.channels)
-        self.mpp = mpp if mpp is not None else pipe.config.mpp
+        self.mpp = mpp if mpp is not None else pipe.config.mpp_for(self.spec)
+        self.renders_detail = self.spec.kind == "IHC"
 
-    def __call__(self, sources: np.ndarray, noise: np.ndarray | None, cancel: Cancel) -> np.ndarray:
+    def __call__(
+        self,
+        sources: np.ndarray,
+        noise: np.ndarray | None,
+        cancel: Cancel,
+        details: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Run the pipeline on a batch; raises :class:`Cancelled` when ``cancel`` turns true."""
         import torch
 
@@ -92,6 +108,7 @@ class PipelineTileModel:
             num_inference_steps=self.steps,
             guidance_scale=self.guidance,
             latents=None if noise is None else torch.from_numpy(noise),
+            detail=details,
         )
         return out.images
 

@@ -1,9 +1,11 @@
 """Virtual staining of a slide region: the model's pixel grid, tiles, noise, blending, alignment.
 
-The output lies on a grid of ``downsample`` level-0 pixels per output pixel, with the
-region's top-left level-0 pixel corner as its origin. Output pixel (i, j) covers level-0
-pixels ``[y + i*d, y + (i+1)*d) x [x + j*d, x + (j+1)*d)``; in napari world
-coordinates (level-0 pixel k centred at k * mpp) that is ``scale = d * mpp`` and
+The model runs on a grid of ``downsample`` level-0 pixels per grid pixel, with the region's
+top-left level-0 pixel corner as its origin. A model that renders detail (virtual IHC) can
+draw its output ``detail`` times finer than its grid, on the source read at that
+resolution: output pixels are then ``d = downsample / detail`` level-0 pixels. Output pixel
+(i, j) covers level-0 pixels ``[y + i*d, y + (i+1)*d) x [x + j*d, x + (j+1)*d)``; in napari
+world coordinates (level-0 pixel k centred at k * mpp) that is ``scale = d * mpp`` and
 ``translate = (y + (d - 1) / 2) * mpp``, which is what :class:`StainResult` carries.
 """
 
@@ -47,28 +49,38 @@ class Grid:
         downsample = 1.0
         if mpp is not None and slide.mpp is not None:
             downsample = mpp / slide.mpp[0]
-        level = max(
-            (i for i, d in enumerate(slide.downsamples) if d <= downsample + 1e-6), default=0
-        )
+        level = _level_for(slide, downsample)
         shape = (
             max(1, round(region.height / downsample)),
             max(1, round(region.width / downsample)),
         )
         return cls(region, downsample, level, shape)
 
-    def read(self, slide: Slide, window: Region) -> np.ndarray:
-        """Source pixels of a ``window`` of grid pixels (white off the slide), uint8 RGB."""
+    def read(self, slide: Slide, window: Region, detail: int = 1) -> np.ndarray:
+        """Source pixels of a ``window`` of grid pixels (white off the slide), uint8 RGB,
+        at ``detail`` output pixels per grid pixel: (detail * h, detail * w, 3)."""
         d = self.downsample
         x0 = self.region.x + window.x * d
         y0 = self.region.y + window.y * d
-        factor = d / slide.downsamples[self.level]  # level pixels per grid pixel
-        h, w = window.height, window.width
-        lw, lh = max(1, round(w * factor)), max(1, round(h * factor))
+        level = self.level if detail == 1 else _level_for(slide, d / detail)
+        factor = d / slide.downsamples[level]  # level pixels per grid pixel
+        h, w = window.height * detail, window.width * detail
+        lw, lh = max(1, round(window.width * factor)), max(1, round(window.height * factor))
         try:
-            pixels = slide.read_region((round(x0), round(y0)), self.level, (lw, lh))
+            pixels = slide.read_region((round(x0), round(y0)), level, (lw, lh))
         except RegionError:  # a tile entirely off the slide: glass
             return np.full((h, w, 3), 255, np.uint8)
         return resize(pixels, (h, w))
+
+    def detail_for(self, slide: Slide, output_mpp: float | None) -> int:
+        """Output pixels per grid pixel for output at ``output_mpp`` (None: the grid's own),
+        at most the slide's level 0; 1 when the slide's pixel size is unknown."""
+        if output_mpp is None or slide.mpp is None:
+            return 1
+        if output_mpp <= 0:
+            raise RegionError(f"the output pixel size must be positive, got {output_mpp}")
+        finest = max(1, int(self.downsample + 1e-6))
+        return max(1, min(finest, round(self.downsample * slide.mpp[0] / output_mpp)))
 
     def to_level0(self, window: Region) -> Region:
         """A window of grid pixels as the region of level-0 pixels it covers."""
@@ -80,23 +92,31 @@ class Grid:
             round(window.height * d),
         )
 
-    def mask(self) -> np.ndarray | None:
-        """The polygon as a boolean mask on the grid (None for rectangles)."""
+    def mask(self, detail: int = 1) -> np.ndarray | None:
+        """The polygon as a boolean mask on the grid, ``detail`` times finer (None for
+        rectangles)."""
         if self.region.polygon is None:
             return None
-        d = self.downsample
+        d = self.downsample / detail
         rc = [
             ((py - self.region.y) / d, (px - self.region.x) / d) for px, py in self.region.polygon
         ]
-        return polygon2mask(self.shape, np.asarray(rc))
+        shape = (self.shape[0] * detail, self.shape[1] * detail)
+        return polygon2mask(shape, np.asarray(rc))
 
     def placement(
-        self, mpp: tuple[float, float] | None
+        self, mpp: tuple[float, float] | None, detail: int = 1
     ) -> tuple[tuple[float, float], tuple[float, float]]:
-        """napari ``scale`` and ``translate`` (y, x) that lay the grid over the slide layer."""
+        """napari ``scale`` and ``translate`` (y, x) that lay the output (``detail`` pixels
+        per grid pixel) over the slide layer."""
         sy, sx = mpp if mpp is not None else (1.0, 1.0)
-        d, r = self.downsample, self.region
+        d, r = self.downsample / detail, self.region
         return (d * sy, d * sx), ((r.y + (d - 1) / 2) * sy, (r.x + (d - 1) / 2) * sx)
+
+
+def _level_for(slide: Slide, downsample: float) -> int:
+    """The coarsest level at least as fine as ``downsample``."""
+    return max((i for i, d in enumerate(slide.downsamples) if d <= downsample + 1e-6), default=0)
 
 
 @dataclass
@@ -145,6 +165,7 @@ def stain_grid(
     batch_size: int = 4,
     overlap: int | None = None,
     tissue: TileFilter | None = None,
+    detail: int = 1,
     progress: Progress | None = None,
     cancel: Cancel = lambda: False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -153,20 +174,24 @@ def stain_grid(
     Tiles lie on one grid over the whole ``grid`` and each draws its noise from one
     field, so any window gives the same pixels as staining everything at once.
     ``tissue(tile)`` (a region of grid pixels) may skip tiles without tissue (left at
-    the fill value: white for RGB, 0 for marker channels). Returns the mean and, for
-    ``samples`` > 1, the std.
+    the fill value: white for RGB, 0 for marker channels). ``detail`` > 1 (a model that
+    `renders_detail`) draws ``detail`` output pixels per grid pixel. Returns the mean and,
+    for ``samples`` > 1, the std, of shape (detail * window height, detail * width, C).
     """
+    if detail > 1 and not model.renders_detail:
+        raise RegionError("this model draws on its own grid only (detail must be 1)")
     t = model.tile_size
     overlap = t // 4 if overlap is None else overlap
     height, width = grid.shape
     window = window or Region(0, 0, width, height)
+    k = detail
     y0, x0 = window.y, window.x
     y1, x1 = y0 + window.height, x0 + window.width
     ys_all, xs_all = tile_starts(height, t, overlap, 8), tile_starts(width, t, overlap, 8)
     boxes = [(tile.y, tile.x) for tile in window_tiles(grid.shape, t, overlap, window, tissue)]
     fill = 1.0 if model.channels == ("R", "G", "B") else 0.0
     c = len(model.channels)
-    mean = np.full((y1 - y0, x1 - x0, c), fill, np.float32)
+    mean = np.full((k * (y1 - y0), k * (x1 - x0), c), fill, np.float32)
     std = np.zeros_like(mean) if samples > 1 else None
     if not boxes:
         return mean, std
@@ -176,34 +201,39 @@ def stain_grid(
     avg, m2 = None, None  # Welford: exact zero spread for identical samples
     total = len(boxes) * samples
     done = 0
-    for k in range(samples):
+    for i in range(samples):
         blender = Blender(
-            by1 - by0,
-            bx1 - bx0,
+            k * (by1 - by0),
+            k * (bx1 - bx0),
             c,
-            t,
-            overlap,
-            [y - by0 for y in ys_all],
-            [x - bx0 for x in xs_all],
+            k * t,
+            k * overlap,
+            [k * (y - by0) for y in ys_all],
+            [k * (x - bx0) for x in xs_all],
         )
         for start in range(0, len(boxes), batch_size):
             if cancel():
                 raise Cancelled("cancelled")
             batch = boxes[start : start + batch_size]
             sources = np.stack([grid.read(slide, Region(x, y, t, t)) for y, x in batch])
+            details = None
+            if k > 1:
+                details = np.stack([grid.read(slide, Region(x, y, t, t), k) for y, x in batch])
             noise = None
             if model.latent_channels:
                 noise = np.stack(
                     [
                         noise_window(
-                            seed + k, model.latent_channels, Region(x // 8, y // 8, t // 8, t // 8)
+                            seed + i, model.latent_channels, Region(x // 8, y // 8, t // 8, t // 8)
                         )
                         for y, x in batch
                     ]
                 )
-            tiles = model(sources, noise, cancel)
+            tiles = (
+                model(sources, noise, cancel, details) if k > 1 else model(sources, noise, cancel)
+            )
             for (y, x), tile in zip(batch, tiles, strict=True):
-                blender.add(y - by0, x - bx0, tile)
+                blender.add(k * (y - by0), k * (x - bx0), tile)
             done += len(batch)
             if progress is not None:
                 progress(done, total)
@@ -212,13 +242,13 @@ def stain_grid(
             avg, m2 = blended, np.zeros_like(blended)
         else:
             delta = blended - avg
-            avg = avg + delta / (k + 1)
+            avg = avg + delta / (i + 1)
             m2 = m2 + delta * (blended - avg)
     assert avg is not None and m2 is not None
     cy0, cx0 = max(y0, by0), max(x0, bx0)
     cy1, cx1 = min(y1, by1), min(x1, bx1)
-    crop = np.s_[cy0 - by0 : cy1 - by0, cx0 - bx0 : cx1 - bx0]
-    out = np.s_[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+    crop = np.s_[k * (cy0 - by0) : k * (cy1 - by0), k * (cx0 - bx0) : k * (cx1 - bx0)]
+    out = np.s_[k * (cy0 - y0) : k * (cy1 - y0), k * (cx0 - x0) : k * (cx1 - x0)]
     covered = avg[crop]
     mean[out] = np.where(np.isnan(covered), fill, covered)
     if std is not None:
@@ -234,14 +264,21 @@ def stain_region(
     seed: int = 0,
     samples: int = 1,
     mpp: float | None = None,
+    output_mpp: float | None = None,
     batch_size: int = 4,
     overlap: int | None = None,
     progress: Progress | None = None,
     cancel: Cancel = lambda: False,
 ) -> StainResult:
-    """Virtually stain a region of a slide with ``model``; the result knows where it lies."""
+    """Virtually stain a region of a slide with ``model``; the result knows where it lies.
+
+    The model runs at ``mpp`` (default: its own); a model that renders detail draws the
+    result at ``output_mpp`` (e.g. the slide's own pixel size; default: the model's grid),
+    on the source's own cells at that resolution.
+    """
     started = time.perf_counter()
     grid = Grid.for_region(slide, region, mpp if mpp is not None else model.mpp)
+    detail = grid.detail_for(slide, output_mpp) if model.renders_detail else 1
     mask = grid.mask()
     tissue: TileFilter | None = None
     if mask is not None:
@@ -260,10 +297,11 @@ def stain_region(
         batch_size=batch_size,
         overlap=overlap,
         tissue=tissue,
+        detail=detail,
         progress=progress,
         cancel=cancel,
     )
-    scale, translate = grid.placement(slide.mpp)
+    scale, translate = grid.placement(slide.mpp, detail)
     metadata = {
         "napari_mupd_version": __version__,
         "source": str(slide.path),
@@ -276,6 +314,7 @@ def stain_region(
         },
         "level": grid.level,
         "downsample": grid.downsample,
+        "detail": detail,
         "seed": seed,
         "samples": samples,
         "seconds": round(time.perf_counter() - started, 3),
@@ -288,6 +327,6 @@ def stain_region(
         translate,
         "micrometer" if slide.mpp else "pixel",
         std,
-        mask,
+        grid.mask(detail),
         metadata,
     )

@@ -32,11 +32,14 @@ from napari_mupd.eval.metrics import (
 )
 from napari_mupd.eval.metrics import dice as dice_score
 from napari_mupd.eval.nuclei import composition_distance, nuclei_stats
+from napari_mupd.eval.structure import structure_score
 from napari_mupd.imaging.stains import dab_positive_mask
 
 #: The metric columns of `evaluate_pairs`, with the labels `format_table` and the plots use.
 COLUMNS: dict[str, str] = {
     "patch_r": "patch Pearson r",
+    "block_r": "patch r, 8-px blocks",
+    "structure_r": "structure r",
     "slide_r": "slide Pearson r",
     "pixel_r": "pixel Pearson r (per slide)",
     "ssim": "SSIM",
@@ -69,6 +72,34 @@ def _pearson(
     return row, notes
 
 
+#: Side (px) of the blocks of `block_r`: about the registration error of serial sections,
+#: where no pixel-level agreement can be expected (different cells in each section).
+BLOCK = 8
+
+
+def _block_means(marker: np.ndarray) -> np.ndarray:
+    """(h, w, k) -> (h / BLOCK, w / BLOCK, k) block means."""
+    h, w = marker.shape[0] // BLOCK * BLOCK, marker.shape[1] // BLOCK * BLOCK
+    blocks = marker[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK, -1)
+    return blocks.mean(axis=(1, 3))
+
+
+def _structure(pred: list[np.ndarray], sources: list[np.ndarray], kind: Kind) -> float:
+    """Mean structure score of virtual IHC tiles against their source H&E (NaN for mIF,
+    whose channels carry no names here)."""
+    if kind != "IHC":
+        return math.nan
+    scores = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for p, s in zip(pred, sources, strict=True):
+            try:
+                scores.append(structure_score(p, s))
+            except EvalError:  # a tile without tissue or contrast has no structure score
+                continue
+        return float(np.nanmean(scores)) if scores else math.nan
+
+
 def _distances(
     real: list[np.ndarray], methods: dict[str, list[np.ndarray]], mpp: float | None
 ) -> dict[str, tuple[float, float]]:
@@ -90,6 +121,7 @@ def evaluate_pairs(
     kind: Kind = "IHC",
     slide_ids: Sequence[Hashable] | None = None,
     mpp: float | None = None,
+    sources: Sequence[np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Score predicted tiles against the matching real ones: one row per method.
 
@@ -101,9 +133,12 @@ def evaluate_pairs(
 
     Columns (`COLUMNS`): n_tiles; patch_r, slide_r, pixel_r (see
     `metrics.PearsonSummary`; marker intensity is DAB OD for IHC, each channel for
-    mIF, averaged over markers); ssim and psnr (means over tiles, on RGB for IHC and
-    on the marker stack for mIF); and, for IHC only (NaN for mIF): dab_dice (mean
-    Dice of `imaging.stains.dab_positive_mask`), fid and kid (handcrafted features, not
+    mIF, averaged over markers); block_r, the patch r of 8 x 8 px block means (for
+    serial sections, whose cells differ); structure_r, the mean
+    `structure.structure_score` of each tile against its source H&E in ``sources`` (IHC
+    with sources only); ssim and psnr (means over tiles, on RGB for IHC and on the
+    marker stack for mIF); and, for IHC only (NaN for mIF): dab_dice (mean Dice of
+    `imaging.stains.dab_positive_mask`), fid and kid (handcrafted features, not
     Inception: see `features`; NaN with fewer than 2 tiles) and nuclei_distance
     (`nuclei.composition_distance` of the pooled tiles).
 
@@ -128,6 +163,8 @@ def evaluate_pairs(
     for name, tiles in methods.items():
         if len(tiles) != len(real):
             raise EvalError(f"{name}: {len(tiles)} predicted tiles for {len(real)} real tiles")
+    if sources is not None and len(sources) != len(real):
+        raise EvalError(f"{len(sources)} source tiles for {len(real)} real tiles")
     real_marker = [marker_intensity(t, kind) for t in real]
     real_means = [float(r.mean()) for r in real_marker]
     ihc = kind == "IHC"
@@ -140,6 +177,13 @@ def evaluate_pairs(
             if p.shape != r.shape:
                 raise EvalError(f"{name}: a predicted tile is {p.shape}, its real tile {r.shape}")
         row, notes[name] = _pearson(pred_marker, real_marker, slide_ids)
+        blocks, _ = _pearson(
+            [_block_means(p) for p in pred_marker],
+            [_block_means(r) for r in real_marker],
+            slide_ids,
+        )
+        row["block_r"] = blocks["patch_r"]
+        row["structure_r"] = math.nan if sources is None else _structure(pred, list(sources), kind)
         pairs = list(zip(pred, real, strict=True))
         row["ssim"] = float(np.mean([ssim(p, r) for p, r in pairs]))
         row["psnr"] = float(np.mean([psnr(p, r) for p, r in pairs]))
@@ -154,7 +198,7 @@ def evaluate_pairs(
                 notes[name] += ("fid and kid need at least 2 tiles",)
         rows[name] = {"n_tiles": len(real), **row}
         intensity[name] = ([float(p.mean()) for p in pred_marker], real_means)
-    df = pd.DataFrame.from_dict(rows, orient="index")
+    df = pd.DataFrame.from_dict(rows, orient="index")[["n_tiles", *COLUMNS]]
     df.index.name = "method"
     df.attrs["patch_intensity"] = intensity
     df.attrs["notes"] = notes

@@ -36,8 +36,10 @@ DAB_THRESHOLD = 0.35
 #: Otsu's threshold is floored here, so a tile without DAB does not split its noise.
 MIN_OTSU_THRESHOLD = 0.1
 
-_STAINS = np.asarray(hed_from_rgb, dtype=np.float32)
-_COLOURS = np.asarray(rgb_from_hed, dtype=np.float32)
+#: Optical density (R, G, B) -> stain densities (H, E, DAB): ``densities = od @ HED_FROM_RGB``.
+HED_FROM_RGB = np.asarray(hed_from_rgb, dtype=np.float32)
+#: Stain densities (H, E, DAB) -> optical density (R, G, B): ``od = densities @ RGB_FROM_HED``.
+RGB_FROM_HED = np.asarray(rgb_from_hed, dtype=np.float32)
 
 
 def optical_density(rgb: np.ndarray) -> np.ndarray:
@@ -48,7 +50,7 @@ def optical_density(rgb: np.ndarray) -> np.ndarray:
 
 def stain_densities(rgb: np.ndarray) -> np.ndarray:
     """(h, w, 3) float32 haematoxylin, eosin and DAB densities (OD units, clipped at 0)."""
-    return np.maximum(optical_density(rgb) @ _STAINS, 0)
+    return np.maximum(optical_density(rgb) @ HED_FROM_RGB, 0)
 
 
 def hematoxylin_density(rgb: np.ndarray) -> np.ndarray:
@@ -59,6 +61,13 @@ def hematoxylin_density(rgb: np.ndarray) -> np.ndarray:
 def dab_density(rgb: np.ndarray) -> np.ndarray:
     """(h, w) float32 DAB OD of an IHC image (the marker intensity of brightfield IHC)."""
     return stain_densities(rgb)[..., 2]
+
+
+def nuclear_density(rgb: np.ndarray) -> np.ndarray:
+    """(h, w) float32 nuclear optical density of an IHC image: haematoxylin + DAB (a
+    nucleus is blue, or brown when the marker is nuclear and positive)."""
+    d = stain_densities(rgb)
+    return d[..., 0] + d[..., 2]
 
 
 def dab_positive_mask(
@@ -88,5 +97,5 @@ def compose_stains(densities: np.ndarray) -> np.ndarray:
 
     The inverse of `stain_densities` for non-negative densities (up to rounding).
     """
-    od = np.asarray(densities, dtype=np.float32) @ _COLOURS
+    od = np.asarray(densities, dtype=np.float32) @ RGB_FROM_HED
     return np.clip(255 * np.power(10, -od) + 0.5, 0, 255).astype(np.uint8)

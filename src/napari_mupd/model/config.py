@@ -14,6 +14,10 @@ from napari_mupd.errors import ConditionError, ConfigError
 
 CONFIG_NAME = "config.json"
 
+#: Channels of the stain latent of IHC targets and of the source features of virtual
+#: staining (see :mod:`napari_mupd.model.stain_renderer`).
+STAIN_CHANNELS = 4
+
 TargetKind = Literal["H&E", "IHC", "mIF"]
 
 #: A panel of common pathology marker genes: the default RNA feature set of the presets.
@@ -143,6 +147,8 @@ class MuPDConfig:
     targets: list[str] = field(default_factory=lambda: ["H&E"])
     resolution: int = 256
     mpp: float = 0.5
+    #: pixel size of the virtual-staining targets (IHC, mIF) when it differs from `mpp`
+    stain_mpp: float | None = None
     # transformer
     patch_size: int = 2
     hidden_size: int = 384
@@ -154,6 +160,9 @@ class MuPDConfig:
     mif_latent_channels: int = 4
     vae: dict[str, Any] = field(default_factory=lambda: _small_vae(3, 4))
     mif_vae: dict[str, Any] | None = None
+    # virtual IHC: the stain renderer and the normalisation of stain latents and sources
+    stain_renderer: dict[str, Any] = field(default_factory=lambda: {"width": 32})
+    stain_stats: dict[str, list[float]] = field(default_factory=lambda: identity_stats())
     # text stream
     text_vocab: list[str] = field(default_factory=lambda: list(DEFAULT_TEXT_VOCAB))
     text_max_tokens: int = 64
@@ -197,6 +206,14 @@ class MuPDConfig:
             raise ConfigError("mIF targets need a mif_vae config")
         if self.mif_vae is not None and self.mif_vae.get("in_channels", 3) != 1:
             raise ConfigError("mif_vae must be a single-channel AutoencoderKL (in_channels=1)")
+        for key in STAT_KEYS:
+            values = self.stain_stats.get(key)
+            if values is None or len(values) != STAIN_CHANNELS:
+                raise ConfigError(f"stain_stats[{key!r}] must hold {STAIN_CHANNELS} numbers")
+        if any(v <= 0 for k in ("latent_std", "source_std") for v in self.stain_stats[k]):
+            raise ConfigError("stain_stats: standard deviations must be positive")
+        if self.stain_mpp is not None and self.stain_mpp <= 0:
+            raise ConfigError(f"stain_mpp must be positive, got {self.stain_mpp}")
 
     # ----- derived -----
     @property
@@ -218,7 +235,19 @@ class MuPDConfig:
     @property
     def canvas_channels(self) -> int:
         """Latent channels of the transformer's input and output."""
-        return max(self.latent_channels, self.mif_latent_channels * len(self.mif_markers))
+        ihc = STAIN_CHANNELS if any(split_target(t)[0] == "IHC" for t in self.targets) else 0
+        return max(self.latent_channels, ihc, self.mif_latent_channels * len(self.mif_markers))
+
+    @property
+    def ihc_markers(self) -> list[str]:
+        """The markers of the IHC targets."""
+        return [m for t in self.targets for k, ms in [split_target(t)] if k == "IHC" for m in ms]
+
+    def mpp_for(self, spec: TargetSpec) -> float:
+        """The pixel size (um/px) a target was trained at."""
+        if spec.uses_source and self.stain_mpp is not None:
+            return self.stain_mpp
+        return self.mpp
 
     @property
     def rna_features(self) -> int:
@@ -273,7 +302,9 @@ class MuPDConfig:
         )
 
     def _channels(self, kind: str, panel: tuple[str, ...]) -> tuple[int, ...]:
-        if kind != "mIF":
+        if kind == "IHC":
+            return tuple(range(STAIN_CHANNELS))
+        if kind == "H&E":
             return tuple(range(self.latent_channels))
         slots = [m.lower() for m in self.mif_markers]
         c = self.mif_latent_channels
@@ -412,6 +443,16 @@ class MuPDConfig:
             depth=depth,
             num_heads=num_heads,
         )
+
+
+#: The keys of `MuPDConfig.stain_stats`: per-channel mean and std of the stain latents of
+#: IHC targets and of the source features, measured on the training data.
+STAT_KEYS = ("latent_mean", "latent_std", "source_mean", "source_std")
+
+
+def identity_stats() -> dict[str, list[float]]:
+    """`MuPDConfig.stain_stats` that leave latents and sources as they are."""
+    return {key: [0.0 if key.endswith("mean") else 1.0] * STAIN_CHANNELS for key in STAT_KEYS}
 
 
 def canonical_key(kind: str, markers: tuple[str, ...]) -> str:

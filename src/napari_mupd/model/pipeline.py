@@ -1,9 +1,15 @@
-"""`MuPDPipeline`: encoders -> SiT with DCA -> VAE decode, in the diffusers style.
+"""`MuPDPipeline`: encoders -> SiT with DCA -> decoders, in the diffusers style.
 
 What `image=` means depends on the target: for ``"H&E"`` it is a reference tile that
 reaches the network through the image DCA stream (image -> image, style); for IHC and
-mIF targets it is the source H&E of virtual staining, whose VAE latent is concatenated
-to the noisy latent at the patch embedding (output size = source size).
+mIF targets it is the source H&E of virtual staining, whose stain features (8 x 8 block
+statistics of its haematoxylin, eosin and darkness) are concatenated to the noisy latent at
+the patch embedding (output size = source size).
+
+Decoders: H&E through the VAE; IHC through the structure-conditioned
+:class:`~napari_mupd.model.stain_renderer.StainRenderer`, which draws the predicted stain
+latent on the source's own nuclei (optionally from ``detail``, the same field at a finer
+pixel size); mIF markers through the single-channel mIF VAE.
 """
 
 from __future__ import annotations
@@ -36,6 +42,13 @@ from napari_mupd.model.schedulers import (
     VelocityFn,
     scheduler_from_config,
 )
+from napari_mupd.model.stain_renderer import (
+    StainRenderer,
+    compose_stains,
+    pooled_stains,
+    source_structure,
+    stain_densities,
+)
 from napari_mupd.model.transformer import MuPDTransformer
 from napari_mupd.model.vae import build_vae, decode, decode_markers, encode, encode_markers
 
@@ -46,7 +59,8 @@ if TYPE_CHECKING:
 SCHEDULER_CONFIG = "scheduler_config.json"
 HF_TEXT_DIR = "text_encoder"
 OutputType = Literal["np", "pil", "pt"]
-#: What `MuPDPipeline._build` makes: transformer, VAE, mIF VAE, text, RNA, image encoders.
+#: What `MuPDPipeline._build` makes: transformer, VAE, mIF VAE, text, RNA, image encoders
+#: and the stain renderer (None without IHC targets).
 Components = tuple[
     MuPDTransformer,
     "AutoencoderKL",
@@ -54,7 +68,18 @@ Components = tuple[
     TextEncoder | HFTextEncoder,
     RNAEncoder,
     ReferenceImageEncoder,
+    StainRenderer | None,
 ]
+#: Component names, in the order of `Components` (each is saved as ``<name>.safetensors``).
+COMPONENT_NAMES = (
+    "transformer",
+    "vae",
+    "mif_vae",
+    "text_encoder",
+    "rna_encoder",
+    "image_encoder",
+    "stain_renderer",
+)
 StepCallback = Callable[["MuPDPipeline", int, float, dict[str, Any]], "dict[str, Any] | None"]
 
 
@@ -118,6 +143,7 @@ class EncodedConditions:
     source: Tensor | None
     n: int  # images to generate: B inputs x num_images
     report: RNAReport | None = None
+    structure: Tensor | None = None  # (n, 3, H, W) RGB the IHC renderer draws on
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -152,6 +178,7 @@ class MuPDPipeline:
         text_encoder: TextEncoder | HFTextEncoder,
         rna_encoder: RNAEncoder,
         image_encoder: ReferenceImageEncoder,
+        stain_renderer: StainRenderer | None = None,
         scheduler: FlowMatchScheduler | None = None,
         device: torch.device | str | None = None,
     ) -> None:
@@ -162,6 +189,7 @@ class MuPDPipeline:
         self.text_encoder = text_encoder
         self.rna_encoder = rna_encoder
         self.image_encoder = image_encoder
+        self.stain_renderer = stain_renderer
         self.scheduler = scheduler or FlowMatchEulerScheduler()
         self._interrupt = False
         self._hash: tuple[tuple[int, ...], str] | None = None
@@ -210,6 +238,7 @@ class MuPDPipeline:
             ReferenceImageEncoder(
                 config.latent_channels, config.image_patch, config.image_tokens, config.image_dim
             ),
+            StainRenderer(**config.stain_renderer) if config.ihc_markers else None,
         )
 
     @classmethod
@@ -228,8 +257,7 @@ class MuPDPipeline:
             raise CheckpointError(f"{root} has no config.json: not a MuPD checkpoint")
         config = MuPDConfig.load(root)
         parts = cls._build(config, root)
-        names = ("transformer", "vae", "mif_vae", "text_encoder", "rna_encoder", "image_encoder")
-        for name, module in zip(names, parts, strict=True):
+        for name, module in zip(COMPONENT_NAMES, parts, strict=True):
             if module is None or isinstance(module, HFTextEncoder):
                 continue
             file = root / f"{name}.safetensors"
@@ -276,12 +304,14 @@ class MuPDPipeline:
             "text_encoder": self.text_encoder,
             "rna_encoder": self.rna_encoder,
             "image_encoder": self.image_encoder,
+            "stain_renderer": self.stain_renderer,
         }
         return {k: v for k, v in mods.items() if v is not None}
 
     @property
     def components(self) -> dict[str, Any]:
-        """The parts, as diffusers names them (mif_vae only when the config has mIF)."""
+        """The parts, as diffusers names them (mif_vae only when the config has mIF targets,
+        stain_renderer only with IHC targets)."""
         return {**self._modules(), "scheduler": self.scheduler}
 
     # ----- device, hash, interrupt -----
@@ -349,12 +379,25 @@ class MuPDPipeline:
         return StreamInput(tokens, torch.ones(len(tokens), dtype=torch.bool, device=self.device))
 
     def encode_source(self, image: object) -> Tensor:
-        """Source H&E tile(s) for virtual staining -> scaled latents (B, 4, H/8, W/8).
+        """Source H&E tile(s) for virtual staining -> normalised stain features
+        (B, 4, H/8, W/8): per 8 x 8 block, haematoxylin, darkness, its spread and eosin.
 
         Sides must be multiples of ``8 * patch_size`` px; the output has the same size.
         """
         x = image_to_tensor(image, multiple_of=self._multiple, what="source image")
-        return encode(self.vae, x.to(self.device))
+        return self._normalise(pooled_stains(stain_densities(x.to(self.device))), "source")
+
+    def _normalise(self, x: Tensor, kind: Literal["latent", "source"]) -> Tensor:
+        stats = self.config.stain_stats
+        mean = torch.tensor(stats[f"{kind}_mean"], device=x.device)[None, :, None, None]
+        std = torch.tensor(stats[f"{kind}_std"], device=x.device)[None, :, None, None]
+        return (x - mean) / std
+
+    def _denormalise_latent(self, z: Tensor) -> Tensor:
+        stats = self.config.stain_stats
+        mean = torch.tensor(stats["latent_mean"], device=z.device)[None, :, None, None]
+        std = torch.tensor(stats["latent_std"], device=z.device)[None, :, None, None]
+        return z * std + mean
 
     @property
     def _multiple(self) -> int:
@@ -371,6 +414,9 @@ class MuPDPipeline:
                 images, multiple_of=self._multiple, channels=len(spec.panel), what="mIF target"
             )
             z = encode_markers(self.mif_vae, x.to(self.device))
+        elif spec.kind == "IHC":
+            x = image_to_tensor(images, multiple_of=self._multiple, what=f"{spec.name} target")
+            z = self._normalise(pooled_stains(stain_densities(x.to(self.device))), "latent")
         else:
             x = image_to_tensor(images, multiple_of=self._multiple, what=f"{spec.name} target")
             z = encode(self.vae, x.to(self.device))
@@ -378,15 +424,36 @@ class MuPDPipeline:
         out[:, list(spec.channels)] = z
         return out, spec
 
-    def decode_latents(self, latents: Tensor, spec: TargetSpec) -> Tensor:
-        """Latent canvas -> images (N, C, H, W) in [0, 1] for the target's channels."""
-        if spec.kind != "mIF":
+    def decode_latents(
+        self, latents: Tensor, spec: TargetSpec, structure: Tensor | None = None
+    ) -> Tensor:
+        """Latent canvas -> images (N, C, H, W) in [0, 1] for the target's channels.
+
+        IHC is rendered on ``structure``, the source H&E (N, 3, H, W) in [0, 1] at the
+        latent's size times 8 or a multiple of it (the output's size); without one, on the
+        latent's own (smooth) nuclear density at 8x.
+        """
+        if spec.kind == "IHC":
+            return self.render_ihc(latents[:, : len(spec.channels)], spec, structure)
+        if spec.kind == "H&E":
             return decode(self.vae, latents[:, : self.config.latent_channels])
         assert self.mif_vae is not None
         c = self.config.mif_latent_channels
         slots = [m.lower() for m in self.config.mif_markers]
         idx = [slots.index(m.lower()) * c + j for m in spec.markers for j in range(c)]
         return decode_markers(self.mif_vae, latents[:, idx], len(spec.markers))
+
+    def render_ihc(self, latents: Tensor, spec: TargetSpec, structure: Tensor | None) -> Tensor:
+        """Normalised stain latents (N, 4, h, w) -> IHC RGB (N, 3, H, W) drawn on
+        ``structure`` (see `decode_latents`)."""
+        assert self.stain_renderer is not None
+        z = self._denormalise_latent(latents.float()).clamp(min=0)
+        if structure is None:
+            smooth = z[:, 0:1] + z[:, 1:2]
+            s = nn.functional.interpolate(smooth, scale_factor=8, mode="bilinear")
+        else:
+            s = source_structure(structure.to(z.device))
+        return compose_stains(self.stain_renderer(z, s))
 
     # ----- sampling: the steps of __call__, in order -----
     def check_inputs(
@@ -426,11 +493,19 @@ class MuPDPipeline:
         return spec, steps, {k: float(v) for k, v in scales.items()}
 
     def encode_conditions(
-        self, spec: TargetSpec, text: object, rna: object, image: object, num_images: int
+        self,
+        spec: TargetSpec,
+        text: object,
+        rna: object,
+        image: object,
+        num_images: int,
+        detail: object = None,
     ) -> EncodedConditions:
         """Encode the given conditions and repeat each of their B rows ``num_images`` times.
 
-        ``image`` is the source H&E for IHC and mIF targets, the reference tile for H&E.
+        ``image`` is the source H&E for IHC and mIF targets, the reference tile for H&E;
+        ``detail`` the source at a finer pixel size (sides an integer multiple of the
+        source's), on which IHC is rendered.
         """
         streams: dict[str, StreamInput] = {}
         report = None
@@ -441,10 +516,14 @@ class MuPDPipeline:
         if image is not None and not spec.uses_source:
             streams["image"] = self.encode_reference(image)
         b = self._batch_size({len(s.present) for s in streams.values()})
-        source = None
+        source = structure = None
         if image is not None and spec.uses_source:
-            source = self.encode_source(image)
+            x = image_to_tensor(image, multiple_of=self._multiple, what="source image")
+            source = self._normalise(pooled_stains(stain_densities(x.to(self.device))), "source")
             b = self._batch_size({b, len(source)})
+            structure = x if detail is None else self._detail(detail, x)
+        elif detail is not None:
+            raise ConditionError("detail is the source H&E at a finer pixel size: give image too")
 
         def expand(x: Tensor) -> Tensor:
             return x.expand(b, *x.shape[1:]).repeat_interleave(num_images, dim=0)
@@ -458,7 +537,19 @@ class MuPDPipeline:
             for k, s in streams.items()
         }
         source = None if source is None else expand(source)
-        return EncodedConditions(repeated, source, b * num_images, report)
+        structure = None if structure is None else expand(structure)
+        return EncodedConditions(repeated, source, b * num_images, report, structure)
+
+    @staticmethod
+    def _detail(detail: object, source: Tensor) -> Tensor:
+        x = image_to_tensor(detail, what="detail image")
+        (h, w), (sh, sw) = x.shape[-2:], source.shape[-2:]
+        if len(x) != len(source) or h % sh or w % sw or h // sh != w // sw:
+            raise ConditionError(
+                f"detail must be the source's {len(source)} tile(s) at an integer multiple of "
+                f"its {sw}x{sh} px size, got {len(x)} of {w}x{h} px"
+            )
+        return x
 
     @staticmethod
     def _batch_size(sizes: set[int]) -> int:
@@ -521,11 +612,16 @@ class MuPDPipeline:
         return latents, done
 
     def decode(
-        self, latents: Tensor, spec: TargetSpec, output_type: str
+        self,
+        latents: Tensor,
+        spec: TargetSpec,
+        output_type: str,
+        structure: Tensor | None = None,
     ) -> np.ndarray | Tensor | list[Image.Image]:
         """Latents -> images in [0, 1] as ``output_type`` asks (see `MuPDPipelineOutput`)."""
         with self.autocast():
-            images = self.decode_latents(latents, spec).float().permute(0, 2, 3, 1).cpu()
+            images = self.decode_latents(latents, spec, structure)
+            images = images.float().permute(0, 2, 3, 1).cpu()
         if output_type == "np":
             return images.numpy()
         if output_type == "pil":
@@ -593,6 +689,7 @@ class MuPDPipeline:
         output_type: OutputType = "np",
         callback_on_step_end: StepCallback | None = None,
         latents: Tensor | None = None,
+        detail: object = None,
     ) -> MuPDPipelineOutput:
         """Generate tiles of `target` from any subset of text, RNA and image.
 
@@ -609,6 +706,8 @@ class MuPDPipeline:
         latents: the initial noise, (N, latent channels of the target, h/8, w/8) — e.g.
         crops of one noise field shared by overlapping tiles; default: drawn from
         `generator`.
+        detail: for IHC, the source at a finer pixel size (its sides k times the source's,
+        k an integer): the stain is rendered on its nuclei, and the output has its size.
         """
         spec, steps, scales = self.check_inputs(
             target,
@@ -619,7 +718,7 @@ class MuPDPipeline:
             output_type,
         )
         self._interrupt = False
-        conditions = self.encode_conditions(spec, text, rna, image, num_images)
+        conditions = self.encode_conditions(spec, text, rna, image, num_images, detail)
         size = self._output_size(spec, conditions.source, height, width)
         generator, seed = _resolve_generator(generator)
         x = self.prepare_latents(spec, conditions.n, size, generator, latents)
@@ -631,7 +730,7 @@ class MuPDPipeline:
 
         x, done = self.denoise(x, velocity, steps, callback_on_step_end)
         return MuPDPipelineOutput(
-            images=self.decode(x, spec, output_type),
+            images=self.decode(x, spec, output_type, conditions.structure),
             target=spec.name,
             channels=("R", "G", "B") if spec.kind != "mIF" else spec.markers,
             seed=seed,

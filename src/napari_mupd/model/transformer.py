@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from napari_mupd.model.attention import STREAMS, DecoupledCrossAttention, SelfAttention, StreamInput
-from napari_mupd.model.config import MuPDConfig
+from napari_mupd.model.config import STAIN_CHANNELS, MuPDConfig
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -75,7 +75,7 @@ class MuPDTransformer(nn.Module):
     """Velocity network on VAE latents (flow matching, SiT/DiT-style).
 
     Input channels at the patch embedding: the noisy latent canvas
-    (``config.canvas_channels``), the source H&E latent (``config.latent_channels``,
+    (``config.canvas_channels``), the source H&E stain features (``STAIN_CHANNELS``,
     zeros when absent) and one flag channel (1 where a source is given, else 0).
     adaLN-Zero modulation comes from the timestep plus a learned target embedding only;
     text, RNA and reference-image tokens reach the network only through their DCA streams.
@@ -86,7 +86,7 @@ class MuPDTransformer(nn.Module):
         super().__init__()
         self.config = config
         d, p = config.hidden_size, config.patch_size
-        self.in_channels = config.canvas_channels + config.latent_channels + 1
+        self.in_channels = config.canvas_channels + STAIN_CHANNELS + 1
         self.out_channels = config.canvas_channels
         self.patch_embed = nn.Conv2d(self.in_channels, d, kernel_size=p, stride=p)
         self.t_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
@@ -146,7 +146,7 @@ class MuPDTransformer(nn.Module):
 
         latents: (B, canvas_channels, h, w) noisy latents; t: (B,) or scalar in [0, 1]
         (1 = noise); target_ids: (B,) rows of `config.targets`; streams: condition
-        tokens by name (``"text"``, ``"rna"``, ``"image"``); source: (B, latent_channels,
+        tokens by name (``"text"``, ``"rna"``, ``"image"``); source: (B, STAIN_CHANNELS,
         h, w) source H&E latents, used where `source_present` (B,) is True (default: all);
         cross_attention_scales: per-stream multipliers (default 1).
         """
@@ -159,7 +159,7 @@ class MuPDTransformer(nn.Module):
             raise ValueError(f"unknown condition stream(s) {sorted(unknown)}; known: {STREAMS}")
         if source is None:
             flag = latents.new_zeros(b, 1, h, w)
-            source = latents.new_zeros(b, self.config.latent_channels, h, w)
+            source = latents.new_zeros(b, STAIN_CHANNELS, h, w)
         else:
             present = torch.ones(b, dtype=torch.bool, device=latents.device)
             if source_present is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -11,6 +12,7 @@ from typing import Any, Literal
 import yaml
 
 from napari_mupd.errors import ConfigError
+from napari_mupd.model.config import MuPDConfig
 
 TaskKind = Literal["text", "rna", "image", "stain", "plain"]
 
@@ -40,6 +42,8 @@ class TrainConfig:
     init: str | None = None  # a pipeline folder to fine-tune
     vae: str | None = None  # a VAE folder from ``mupd train-vae``
     vae_training: dict[str, Any] = field(default_factory=dict)  # steps, batch_size, lr, kl_weight
+    renderer: str | None = None  # a stain renderer folder from ``mupd train-renderer``
+    renderer_training: dict[str, Any] = field(default_factory=dict)  # see train.renderer
     steps: int = 1000
     batch_size: int = 8
     lr: float = 3e-4
@@ -93,3 +97,18 @@ class TrainConfig:
         if config.steps < 1 or config.batch_size < 1:
             raise ConfigError("steps and batch_size must be positive")
         return config
+
+
+def model_config(config: TrainConfig, genes: Sequence[str] = ()) -> MuPDConfig:
+    """The MuPD config a training config describes (preset plus overrides).
+
+    ``genes: from_data`` in the model section takes the RNA panel from ``genes``
+    (the expression columns of the training data).
+    """
+    if config.init:
+        return MuPDConfig.load(config.path(config.init))
+    model = dict(config.model)
+    base = getattr(MuPDConfig, model.pop("preset", "demo"))().to_dict()
+    if model.get("genes") == "from_data":
+        model["genes"] = list(genes) or base["genes"]
+    return MuPDConfig.from_dict({**base, **model})

@@ -20,7 +20,7 @@ from napari_mupd.engine.registration import read_landmarks, register_landmarks
 from napari_mupd.engine.tissue import slide_tissue
 from napari_mupd.errors import DatasetError
 from napari_mupd.imaging.regions import Region
-from napari_mupd.imaging.resize import fit_tile
+from napari_mupd.imaging.resize import fit_tile, resize
 from napari_mupd.imaging.tissue import TissueMap, tissue_mask
 from napari_mupd.io import open_slide
 
@@ -109,12 +109,22 @@ class PairedTileFolder(Sequence[Sample]):
         )
 
 
+def _rescale(image: np.ndarray, scale: float) -> np.ndarray:
+    if scale == 1:
+        return image
+    h, w = image.shape[:2]
+    return resize(image, (max(1, round(h * scale)), max(1, round(w * scale))))
+
+
 class SerialSectionPairs(Sequence[Sample]):
     """Paired tiles from two serial sections registered by matching landmarks.
 
     The moving section (e.g. an IHC) is warped onto the fixed one (the H&E) by the
     least-squares affine map of the landmarks; tiles are cut on a grid where the H&E
-    shows tissue and the warped section has data.
+    shows tissue and the warped section has data. Landmarks pair by their order (the ANHIR
+    convention): points beyond the shorter list have no partner and are left out.
+    ``scale`` resamples both sections (and their landmarks) first, e.g. to bring them to
+    the model's pixel size.
     """
 
     def __init__(
@@ -127,17 +137,20 @@ class SerialSectionPairs(Sequence[Sample]):
         tile_size: int,
         *,
         landmark_scale: float = 1.0,
+        scale: float = 1.0,
         stride: int | None = None,
         min_tissue: float = 0.5,
         holdout: float = 0.0,
         split: Split = "train",
     ) -> None:
-        fixed = read_rgb(fixed_image)
-        moving = read_rgb(moving_image)
-        self.registration = register_landmarks(
-            read_landmarks(moving_landmarks, landmark_scale),
-            read_landmarks(fixed_landmarks, landmark_scale),
-        )
+        if scale <= 0:
+            raise DatasetError(f"{fixed_image}: scale must be positive, got {scale}")
+        fixed = _rescale(read_rgb(fixed_image), scale)
+        moving = _rescale(read_rgb(moving_image), scale)
+        moving_xy = read_landmarks(moving_landmarks, landmark_scale * scale)
+        fixed_xy = read_landmarks(fixed_landmarks, landmark_scale * scale)
+        n = min(len(moving_xy), len(fixed_xy))  # pairs by order; extra points are unpaired
+        self.registration = register_landmarks(moving_xy[:n], fixed_xy[:n])
         shape = fixed.shape[:2]
         self.fixed = fixed
         self.warped = self.registration.warp(moving, shape)

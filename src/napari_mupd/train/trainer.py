@@ -22,13 +22,17 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+from napari_mupd.errors import ConfigError
 from napari_mupd.model import MuPDPipeline
+from napari_mupd.model.config import split_target
+from napari_mupd.model.encoders.image import image_to_tensor
 from napari_mupd.model.loading import load_pipeline
+from napari_mupd.model.stain_renderer import pooled_stains, stain_densities
 from napari_mupd.train.augment import dihedral, stain_jitter
-from napari_mupd.train.config import TaskConfig, TrainConfig
+from napari_mupd.train.config import TaskConfig, TrainConfig, model_config
 from napari_mupd.train.datasets import Sample, build_dataset, sources
 from napari_mupd.train.loss import TrainingBatch, make_training_batch, trainable
-from napari_mupd.train.vae import model_config
+from napari_mupd.train.renderer import load_renderer
 
 ProgressCallback = Callable[[int, dict[str, float]], None]
 
@@ -78,7 +82,34 @@ def build_pipeline(config: TrainConfig, genes: Sequence[str] = ()) -> MuPDPipeli
             pipe.transformer.initialize_weights()
     if config.vae:
         load_vae(pipe, config.path(config.vae))
+    if config.renderer:
+        if pipe.stain_renderer is None:
+            raise ConfigError("renderer: the model has no IHC target to render")
+        load_renderer(pipe.stain_renderer, config.path(config.renderer))
     return pipe
+
+
+@torch.no_grad()
+def fit_stain_stats(pipe: MuPDPipeline, tasks: Sequence[Task], limit: int = 512) -> None:
+    """Set ``pipe.config.stain_stats`` from the stain tasks' tiles (up to ``limit`` per
+    dataset): per-channel mean and std of the IHC targets' stain latents and of the
+    sources' features, so the transformer sees unit-variance inputs and targets."""
+    targets, sources = [], []
+    for task in tasks:
+        if task.config.kind != "stain":
+            continue
+        for dataset in task.datasets:
+            samples = [dataset[i] for i in range(min(len(dataset), limit))]
+            sources += [s.source for s in samples if s.source is not None]
+            targets += [s.image for s in samples if split_target(s.target)[0] == "IHC"]
+    stats = dict(pipe.config.stain_stats)
+    for key, tiles in (("latent", targets), ("source", sources)):
+        if tiles:
+            x = image_to_tensor(np.stack(tiles), what=f"{key} tiles")
+            feats = pooled_stains(stain_densities(x))
+            stats[f"{key}_mean"] = feats.mean(dim=(0, 2, 3)).tolist()
+            stats[f"{key}_std"] = feats.std(dim=(0, 2, 3)).clamp_min(1e-4).tolist()
+    pipe.config.stain_stats = stats
 
 
 def load_vae(pipe: MuPDPipeline, folder: Path) -> None:
@@ -88,6 +119,14 @@ def load_vae(pipe: MuPDPipeline, folder: Path) -> None:
     scaling = float(vae_config["scaling_factor"])
     pipe.vae.register_to_config(scaling_factor=scaling)
     pipe.config.vae = {**pipe.config.vae, "scaling_factor": scaling}
+
+
+def _needs_vae(task: Task) -> bool:
+    """Whether a task's targets go through a VAE (worth caching): all but IHC, whose stain
+    latents are cheap and are best computed on the augmented tiles."""
+    if task.config.kind != "stain":
+        return True
+    return any(split_target(d[0].target)[0] != "IHC" for d in task.datasets)
 
 
 def expression_genes(tasks: Sequence[Task]) -> list[str]:
@@ -123,9 +162,12 @@ class Trainer:
                 for target in targets:
                     self.pipe.config.resolve_target(target)  # unknown targets fail now
         self.pipe.vae.requires_grad_(False)
+        if not config.init:
+            fit_stain_stats(self.pipe, self.tasks)
         if config.cache_latents:
             for task in tqdm(self.tasks, desc="encode tiles", unit="task"):
-                task.latents = self._cache_latents(task)
+                if _needs_vae(task):
+                    task.latents = self._cache_latents(task)
         module = trainable(self.pipe)
         self.ema = {k: v.detach().clone().float() for k, v in module.state_dict().items()}
         optimizer = torch.optim.AdamW(
@@ -204,7 +246,8 @@ class Trainer:
                 kwargs["source_latents"] = _dihedral_latents(cached["source"][index], moves)
             if kind == "image":
                 refs = [(int(rng.integers(4)), bool(rng.integers(2))) for _ in ref_index]
-                kwargs["reference_latents"] = _dihedral_latents(cached["image"][ref_index], refs)
+                vae_latents = cached["image"][ref_index, : self.pipe.config.latent_channels]
+                kwargs["reference_latents"] = _dihedral_latents(vae_latents, refs)
             return make_training_batch(self.pipe, samples[0].target, **kwargs)
         if self.config.augment:
             samples = [_augment(s, rng) for s in samples]
@@ -223,9 +266,12 @@ class Trainer:
             cached: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
             for start in range(0, len(dataset), chunk):
                 samples = [dataset[i] for i in range(start, min(start + chunk, len(dataset)))]
-                for key in keys:
-                    tiles = np.stack([getattr(s, key) for s in samples])
-                    cached[key].append(self.pipe.encode_source(tiles).cpu())
+                images = np.stack([s.image for s in samples])
+                latents = self.pipe.encode_target(images, samples[0].target)[0]
+                cached["image"].append(latents.cpu())
+                if "source" in cached:
+                    source_tiles = np.stack(sources(samples))
+                    cached["source"].append(self.pipe.encode_source(source_tiles).cpu())
             out.append({k: torch.cat(v) for k, v in cached.items()})
         return out
 

@@ -1,4 +1,4 @@
-"""Training (or fine-tuning) the RGB VAE on histology tiles: ``mupd train-vae``.
+"""Training (or fine-tuning) the RGB VAE on H&E tiles: ``mupd train-vae``.
 
 Loss: L1 reconstruction in [-1, 1] plus a small KL term. After training,
 ``scaling_factor`` is set so that latents of the training tiles have unit variance
@@ -17,32 +17,17 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from napari_mupd.model import MuPDConfig
 from napari_mupd.model.vae import build_vae, fit_scaling_factor
 from napari_mupd.train.augment import dihedral
-from napari_mupd.train.config import TrainConfig
+from napari_mupd.train.config import TrainConfig, model_config
 from napari_mupd.train.datasets import Sample, build_dataset
 
 VAE_DEFAULTS = {"steps": 2000, "batch_size": 8, "lr": 1e-3, "kl_weight": 1e-6, "init": None}
 
 
-def model_config(config: TrainConfig, genes: Sequence[str] = ()) -> MuPDConfig:
-    """The MuPD config a training config describes (preset plus overrides).
-
-    ``genes: from_data`` in the model section takes the RNA panel from ``genes``
-    (the expression columns of the training data).
-    """
-    if config.init:
-        return MuPDConfig.load(config.path(config.init))
-    model = dict(config.model)
-    base = getattr(MuPDConfig, model.pop("preset", "demo"))().to_dict()
-    if model.get("genes") == "from_data":
-        model["genes"] = list(genes) or base["genes"]
-    return MuPDConfig.from_dict({**base, **model})
-
-
 def rgb_tiles(config: TrainConfig, size: int) -> list[Sequence[Sample]]:
-    """Every dataset of the config: their targets and sources are all RGB tiles."""
+    """Every dataset of the config that holds H&E: the targets of the H&E tasks and the
+    sources of the stain tasks (IHC is drawn by the stain renderer, not the VAE)."""
     return [build_dataset(d, size, config.path) for task in config.tasks for d in task.data]
 
 
@@ -105,6 +90,6 @@ def _batch(datasets: list[Sequence[Sample]], n: int, rng: np.random.Generator) -
     for _ in range(n):
         data = datasets[int(rng.integers(len(datasets)))]
         sample = data[int(rng.integers(len(data)))]
-        pick = sample.source if sample.source is not None and rng.random() < 0.5 else sample.image
+        pick = sample.source if sample.source is not None else sample.image
         tiles.append(dihedral([pick], rng)[0])
     return torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2).float() / 255.0

@@ -110,7 +110,7 @@ def evaluate_stain(
     methods[f"U-Net regression ({regression.num_parameters / 1e6:.1f} M)"] = list(
         regression.predict(test_src)
     )
-    return evaluate_pairs(methods, reals, kind="IHC")
+    return evaluate_pairs(methods, reals, kind="IHC", sources=test_src)
 
 
 def evaluate_generation(
