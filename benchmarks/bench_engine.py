@@ -99,9 +99,8 @@ def _worker_peak_rss() -> float:
 
 def job_tiles(spec: JobSpec) -> tuple[int, int, int]:
     """Distinct tissue tiles, tiles computed over all chunks, and chunks of a job."""
-    _, grid, model, tissue = _context(spec)
-    _, windows, _ = plan(spec)
-    t = model.tile_size
+    ctx, windows = plan(spec)
+    grid, tissue, t = ctx.grid, ctx.tissue, ctx.model.tile_size
     whole = Region(0, 0, grid.shape[1], grid.shape[0])
     distinct = len(window_tiles(grid.shape, t, t // 4, whole, tissue))
     computed = sum(len(window_tiles(grid.shape, t, t // 4, w, tissue)) for w in windows)
@@ -137,7 +136,7 @@ def slide_table(args: argparse.Namespace) -> list[str]:
         chunk=512,
     )
     distinct, computed, chunks = job_tiles(spec)
-    grid = _context(spec)[1]
+    grid = _context(spec).grid
     rows = [
         f"Whole slide: {Path(args.slide).name} at {args.mpp} um/px -> {grid.shape[1]} x "
         f"{grid.shape[0]} px grid, {chunks} chunks of 512 px, {distinct} distinct tissue tiles, "

@@ -82,9 +82,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
+    from napari_mupd.cli.stain import result_structure
     from napari_mupd.engine.sampling import PipelineTileModel
     from napari_mupd.engine.virtual_stain import stain_region
-    from napari_mupd.imaging.resize import resize
     from napari_mupd.io.ome_zarr import write_ome_zarr
     from napari_mupd.model.loading import load_pipeline
 
@@ -97,11 +97,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         region = demo_region(slide, args.size)
         print(
             f"\nstaining {model.target} on x={region.x} y={region.y} "
-            f"{region.width}x{region.height} px with {pipe.config.name} on {pipe.device} ..."
+            f"{region.width}x{region.height} px with {pipe.config.name} on {pipe.device}: "
+            f"the model reads the tissue at {model.mpp:g} um/px and draws the stain on the "
+            f"slide's own cells at {slide.mpp[0] if slide.mpp else model.mpp:g} um/px ..."
         )
-        result = stain_region(slide, region, model, seed=args.seed)
-        h, w = result.image.shape[:2]
-        source = slide.read_region((region.x, region.y), 0, (region.width, region.height))
+        out_mpp = slide.mpp[0] if slide.mpp else None
+        result = stain_region(slide, region, model, seed=args.seed, output_mpp=out_mpp)
+    score = result_structure(result)
     zarr_path = out / f"{model.target.replace(':', '-')}.ome.zarr"
     write_ome_zarr(
         zarr_path,
@@ -112,10 +114,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         units=result.units,
         attrs=result.metadata,
     )
-    he = resize(source, (h, w))
+    assert result.source is not None  # stain_region reads it
     preview = out / "preview.png"
-    Image.fromarray(np.concatenate([he, result.rgb_uint8()], axis=1)).save(preview)
+    Image.fromarray(np.concatenate([result.source, result.rgb_uint8()], axis=1)).save(preview)
     print(f"done in {result.metadata['seconds']:.1f} s")
+    if score is not None:
+        print(
+            f"structure r {score:.2f}: how closely the stain's nuclei follow the H&E's "
+            "(1 = the same cells; see docs/model_card.md)"
+        )
     print(f"virtual stain: {zarr_path.resolve()}")
     print(f"side by side:  {preview.resolve()} (H&E | virtual {model.target})")
     if args.view:

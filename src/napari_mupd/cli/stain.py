@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from napari_mupd.errors import OutputError, RegionError
 from napari_mupd.imaging.regions import Region
 
 if TYPE_CHECKING:
     from napari_mupd.engine.jobs import JobSpec
+    from napari_mupd.engine.virtual_stain import StainResult
+    from napari_mupd.io import Slide
+
+#: The structure score of a whole-slide output is read off its finest level at most this
+#: many pixels across (and the slide at the same grid).
+STRUCTURE_SIDE = 2048
 
 
 def parse_roi(text: str | None) -> Region | None:
@@ -41,15 +47,36 @@ def output_format(out: str, fmt: str | None) -> str:
     )
 
 
+def output_mpp(text: str, slide: Slide) -> float | None:
+    """``--output-mpp``: 'slide' (the slide's own pixel size), 'model' (None: the model's
+    grid) or a number of micrometres per pixel."""
+    if text == "model":
+        return None
+    if text == "slide":
+        return slide.mpp[0] if slide.mpp else None
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise RegionError(
+            f"--output-mpp must be 'slide', 'model' or a number, not {text!r}"
+        ) from exc
+    if value <= 0:
+        raise RegionError(f"--output-mpp must be positive, got {value}")
+    return value
+
+
 def cmd_stain(args: argparse.Namespace) -> int:
     """Stain ``--roi`` (default: the whole slide) and write it as ``--out`` says."""
     from tqdm.auto import tqdm
 
     from napari_mupd.engine.jobs import JobSpec, run_job
+    from napari_mupd.io import open_slide
     from napari_mupd.model.loading import check_device
     from napari_mupd.resources import resolve_model
 
     fmt = output_format(args.out, args.format)
+    with open_slide(args.slide) as slide:
+        out_mpp = output_mpp(args.output_mpp, slide)
     spec = JobSpec(
         slide=str(Path(args.slide).resolve()),
         model=str(resolve_model(args.model)),
@@ -61,6 +88,7 @@ def cmd_stain(args: argparse.Namespace) -> int:
         seed=args.seed,
         samples=args.samples,
         mpp=args.mpp,
+        output_mpp=out_mpp,
         guidance=args.guidance,
         device=check_device(args.device),
     )
@@ -82,11 +110,49 @@ def cmd_stain(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=progress,
         )
+    score = _job_structure(job)
     if fmt == "ome-tiff":
         _zarr_to_ome_tiff(Path(zarr_out), Path(spec.out))
         shutil.rmtree(zarr_out)
-    print(f"wrote {spec.out}")
+    print(f"wrote {spec.out}{_structure_note(score)}")
     return 0
+
+
+def _structure_note(score: float | None) -> str:
+    if score is None:
+        return ""
+    return f"; structure r {score:.2f} (nuclei kept from the source H&E; 1 = all of them)"
+
+
+def _job_structure(spec: JobSpec) -> float | None:
+    """The structure score of a finished IHC job, on its finest level at most
+    `STRUCTURE_SIDE` px across, written into the output's provenance."""
+    import numpy as np
+    import zarr
+
+    from napari_mupd.eval.structure import structure_or_none
+    from napari_mupd.imaging.resize import resize
+    from napari_mupd.io import open_slide
+
+    group: Any = zarr.open_group(spec.out, mode="r+")
+    if [c["label"] for c in group.attrs["omero"]["channels"]] != ["R", "G", "B"]:
+        return None  # mIF: a structure score needs a nuclear channel by name
+    paths = [d["path"] for d in group.attrs["multiscales"][0]["datasets"]]
+    level = next((p for p in paths if max(group[p].shape[1:]) <= STRUCTURE_SIDE), paths[-1])
+    virtual = np.moveaxis(np.asarray(group[level][:]), 0, -1)
+    with open_slide(spec.slide) as slide:
+        w, h = slide.dimensions
+        region = spec.region or Region(0, 0, w, h)
+        factor = region.width / virtual.shape[1]
+        lvl = max(i for i, d in enumerate(slide.downsamples) if d <= factor + 1e-6)
+        ds = slide.downsamples[lvl]
+        size = (max(1, round(region.width / ds)), max(1, round(region.height / ds)))
+        source = resize(slide.read_region((region.x, region.y), lvl, size), virtual.shape[:2])
+    score = structure_or_none(virtual, source)
+    if score is None:
+        return None
+    group.attrs["napari_mupd"] = {**group.attrs["napari_mupd"], "structure_r": score}
+    return score
 
 
 def _stain_flat(spec: JobSpec) -> int:
@@ -103,13 +169,32 @@ def _stain_flat(spec: JobSpec) -> int:
     with open_slide(spec.slide) as slide:
         w, h = slide.dimensions
         region = spec.region or Region(0, 0, w, h)
-        result = stain_region(slide, region, model, seed=spec.seed, samples=spec.samples)
+        result = stain_region(
+            slide,
+            region,
+            model,
+            seed=spec.seed,
+            samples=spec.samples,
+            output_mpp=spec.output_mpp,
+        )
+    score = result_structure(result)
     write_flat(spec.out, result.image, result.channels)
     print(
         f"wrote {spec.out} ({result.image.shape[1]}x{result.image.shape[0]} px, "
-        f"{result.scale[1]:.3g} {result.units}/px)"
+        f"{result.scale[1]:.3g} {result.units}/px){_structure_note(score)}"
     )
     return 0
+
+
+def result_structure(result: StainResult) -> float | None:
+    """The structure score of a stained region (IHC), also put in its metadata."""
+    from napari_mupd.eval.structure import structure_or_none
+
+    if result.channels != ("R", "G", "B") or result.source is None:
+        return None
+    score = structure_or_none(result.rgb_uint8(), result.source)
+    result.metadata["structure_r"] = score
+    return score
 
 
 def _zarr_to_ome_tiff(zarr_path: Path, out: Path) -> None:
@@ -132,6 +217,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--samples", type=int, default=1, help=">1: mean and per-pixel std")
     st.add_argument("--guidance", type=float, default=1.0)
     st.add_argument("--mpp", type=float, help="pixel size to stain at (default: the model's)")
+    st.add_argument(
+        "--output-mpp",
+        default="slide",
+        help="pixel size IHC is drawn at, on the source's own cells: 'slide' (default: the "
+        "slide's own), 'model' (the model's grid) or micrometres per pixel",
+    )
     st.add_argument("--model", help="checkpoint folder (default: the bundled one)")
     st.add_argument("--device", help="cpu, cuda, mps (default: auto)")
     st.add_argument(

@@ -51,6 +51,7 @@ class JobSpec:
     seed: int = 0
     samples: int = 1
     mpp: float | None = None
+    output_mpp: float | None = None  # IHC drawn this fine (None: the model's grid)
     guidance: float = 1.0
     chunk: int = 1024
     batch_size: int = 4
@@ -78,7 +79,16 @@ def _open(path: str) -> Slide:
         return _SLIDES[path]
 
 
-def _context(spec: JobSpec) -> tuple[Slide, Grid, PipelineTileModel, TileFilter]:
+@dataclass(frozen=True)
+class _Context:
+    slide: Slide
+    grid: Grid
+    model: PipelineTileModel
+    tissue: TileFilter
+    detail: int  # output pixels per grid pixel
+
+
+def _context(spec: JobSpec) -> _Context:
     slide = _open(spec.slide)
     device = spec.device
     if device in (None, "auto", "cuda") and "device" in _WORKER:
@@ -94,7 +104,8 @@ def _context(spec: JobSpec) -> tuple[Slide, Grid, PipelineTileModel, TileFilter]
     def tissue(tile: Region) -> bool:
         return tissue_map.has_tissue(grid.to_level0(tile), spec.min_tissue)
 
-    return slide, grid, model, tissue
+    detail = grid.detail_for(slide, spec.output_mpp) if model.renders_detail else 1
+    return _Context(slide, grid, model, tissue, detail)
 
 
 def stain_chunk(spec: JobSpec, window: Region) -> Region:
@@ -105,32 +116,36 @@ def stain_chunk(spec: JobSpec, window: Region) -> Region:
         import torch
 
         torch.set_num_threads(_WORKER["threads"])
-    slide, grid, model, tissue = _context(spec)
+    ctx = _context(spec)
     mean, std = stain_grid(
-        slide,
-        grid,
-        model,
+        ctx.slide,
+        ctx.grid,
+        ctx.model,
         window=window,
         seed=spec.seed,
         samples=spec.samples,
         batch_size=spec.batch_size,
-        tissue=tissue,
+        tissue=ctx.tissue,
+        detail=ctx.detail,
     )
-    y0, x0, y1, x1 = window.y, window.x, window.y + window.height, window.x + window.width
+    k = ctx.detail
+    y0, x0 = k * window.y, k * window.x
+    y1, x1 = y0 + k * window.height, x0 + k * window.width
     group: Any = zarr.open_group(spec.out, mode="r+")  # zarr types its items loosely
     group["0"][:, y0:y1, x0:x1] = np.moveaxis(to_uint8(mean), -1, 0)
     if std is not None:
         group["std/0"][:, y0:y1, x0:x1] = np.moveaxis(std.astype(np.float32), -1, 0)
-    marker = Path(spec.out) / DONE / f"{y0}_{x0}"
+    marker = Path(spec.out) / DONE / f"{window.y}_{window.x}"
     tmp = marker.with_suffix(".tmp")
     tmp.write_text("")
     os.replace(tmp, marker)
     return window
 
 
-def plan(spec: JobSpec) -> tuple[Grid, list[Region], tuple[str, ...]]:
-    """The grid, the chunk windows (grid pixels) and the channels of a job (checks its inputs)."""
-    slide, grid, model, tissue = _context(spec)
+def plan(spec: JobSpec) -> tuple[_Context, list[Region]]:
+    """The job's context and its chunk windows (grid pixels); checks its inputs."""
+    ctx = _context(spec)
+    slide, grid, tissue = ctx.slide, ctx.grid, ctx.tissue
     if spec.chunk % ZARR_CHUNK:
         raise JobError(f"chunk must be a multiple of {ZARR_CHUNK}, got {spec.chunk}")
     h, w = grid.shape
@@ -142,12 +157,10 @@ def plan(spec: JobSpec) -> tuple[Grid, list[Region], tuple[str, ...]]:
     squares = [Region(c.x, c.y, max(c.width, c.height), max(c.width, c.height)) for c in windows]
     if not any(tissue(square) for square in squares):
         raise JobError(f"{slide.path.name}: no tissue found in the region to stain")
-    return grid, windows, model.channels
+    return ctx, windows
 
 
-def prepare_output(
-    spec: JobSpec, grid: Grid, channels: tuple[str, ...], mpp: Any, overwrite: bool = False
-) -> set[tuple[int, int]]:
+def prepare_output(spec: JobSpec, ctx: _Context, overwrite: bool = False) -> set[tuple[int, int]]:
     """Create the OME-Zarr, or check an existing one is this job's; returns the (x, y)
     top-left grid pixels of the chunks already done."""
     import zarr
@@ -162,14 +175,15 @@ def prepare_output(
             raise JobError(f"{out} holds another job's output; choose another path or --overwrite")
         markers = [p.name.split("_") for p in (out / DONE).glob("*_*") if p.suffix != ".tmp"]
         return {(int(x), int(y)) for y, x in markers}  # markers are named y_x
-    scale, translate = grid.placement(mpp)
+    mpp, k = ctx.slide.mpp, ctx.detail
+    scale, translate = ctx.grid.placement(mpp, k)
     attrs = {"job": spec.key(), "napari_mupd_version": __version__, "complete": False}
     units = "micrometer" if mpp else "pixel"
     for path, dtype in [(out, "uint8"), *([(out / "std", "float32")] if spec.samples > 1 else [])]:
         create_ome_zarr(  # the per-pixel std over samples is an image of its own
             path,
-            grid.shape,
-            channels,
+            (ctx.grid.shape[0] * k, ctx.grid.shape[1] * k),
+            ctx.model.channels,
             dtype=dtype,
             chunk=ZARR_CHUNK,
             scale=scale,
@@ -211,9 +225,8 @@ def run_job(
     """
     from dask.distributed import Client, as_completed
 
-    grid, windows, channels = plan(spec)
-    slide = _context(spec)[0]
-    done = prepare_output(spec, grid, channels, slide.mpp, overwrite)
+    ctx, windows = plan(spec)
+    done = prepare_output(spec, ctx, overwrite)
     todo = [w for w in windows if (w.x, w.y) not in done]
     if progress is not None:
         progress(len(windows) - len(todo), len(windows))

@@ -131,6 +131,7 @@ class StainResult:
     std: np.ndarray | None = None  # (H, W, C) per-pixel std over samples
     mask: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    source: np.ndarray | None = None  # (H, W, 3) uint8: the slide on the output's grid
 
     def rgb_uint8(self) -> np.ndarray:
         """The image as uint8 (RGB targets; uncovered pixels white)."""
@@ -302,6 +303,7 @@ def stain_region(
         cancel=cancel,
     )
     scale, translate = grid.placement(slide.mpp, detail)
+    source = grid.read(slide, Region(0, 0, grid.shape[1], grid.shape[0]), detail)
     metadata = {
         "napari_mupd_version": __version__,
         "source": str(slide.path),
@@ -329,4 +331,5 @@ def stain_region(
         std,
         grid.mask(detail),
         metadata,
+        source,
     )

@@ -85,3 +85,15 @@ def structure_score(
     if np.ptp(out) == 0:
         return float("nan")
     return float(np.corrcoef(ref, out)[0, 1])
+
+
+def structure_or_none(
+    virtual: np.ndarray, source: np.ndarray, channels: Sequence[str] | None = None
+) -> float | None:
+    """`structure_score` for provenance: None where it is undefined (no tissue in the
+    source, a constant stain, an mIF panel without a nuclear channel)."""
+    try:
+        score = structure_score(virtual, source, channels)
+    except EvalError:
+        return None
+    return None if np.isnan(score) else score

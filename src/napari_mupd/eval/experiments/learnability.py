@@ -7,8 +7,8 @@ trains correctly must reproduce it on held-out tiles: DAB Pearson r and structur
 If it does not, something in the recipe (conditioning, latents, renderer, sampler) is
 broken, whatever the real data would say.
 
-`run_learnability` writes the pairs as folders, trains the renderer and the transformer with
-``mupd train-renderer`` / ``mupd train`` on a generated config, and scores the held-out
+`run_learnability` writes the pairs as folders, trains the renderer and the transformer as
+``mupd train-renderer`` / ``mupd train`` do on a generated config, and scores the held-out
 tiles against the colour-deconvolution baseline fitted on the same training pairs.
 """
 
@@ -33,7 +33,11 @@ from napari_mupd.imaging.resize import resize
 from napari_mupd.imaging.stains import compose_stains, dab_density, stain_densities
 from napari_mupd.imaging.tissue import tissue_mask
 from napari_mupd.io import open_slide
+from napari_mupd.model.loading import load_pipeline
+from napari_mupd.train.config import TrainConfig
 from napari_mupd.train.datasets import spatial_split
+from napari_mupd.train.renderer import train_renderer
+from napari_mupd.train.trainer import Trainer
 
 #: Smoothed haematoxylin density (OD) at which half of the nuclei are positive, its width,
 #: and the smoothing (px): cell-dense neighbourhoods are positive.
@@ -166,16 +170,12 @@ def run_learnability(
     log: Callable[[str], None] = print,
 ) -> dict[str, dict[str, Any]]:
     """Pairs, renderer, transformer, scores: {method: {metric: value}} on the test tiles."""
-    from napari_mupd.cli import main
-    from napari_mupd.model.loading import load_pipeline
-
     counts = write_pairs(slide, root, mpp=mpp, size=size)
     log(f"rule pairs: {counts['train']} training and {counts['test']} test tiles of {size} px")
-    config = learnability_config(root, steps=steps, renderer_steps=renderer_steps, mpp=mpp)
-    for command in ("train-renderer", "train"):
-        if main([command, str(config)]) != 0:
-            raise RuntimeError(f"mupd {command} failed on {config}")
-    pipe = load_pipeline(root / "run" / "final", "cpu", cache=False)
+    path = learnability_config(root, steps=steps, renderer_steps=renderer_steps, mpp=mpp)
+    config = TrainConfig.from_yaml(path)  # what `mupd train-renderer` and `mupd train` run
+    train_renderer(config)
+    pipe = load_pipeline(Trainer(config).train(), "cpu", cache=False)
     sources, reals = _read(root / "test" / "he"), _read(root / "test" / "ihc")
     results: dict[str, dict[str, Any]] = {}
     for n in sampling_steps:
