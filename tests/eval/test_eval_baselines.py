@@ -1,4 +1,4 @@
-"""The three baselines fit and predict on tiny generated H&E -> IHC pairs."""
+"""The baselines fit and predict on tiny generated H&E -> IHC pairs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from eval_tiles import he_ihc_pair
 from napari_mupd.errors import EvalError
 from napari_mupd.eval.baselines import (
     ColourDeconvolutionBaseline,
+    DarknessBaseline,
+    LinearColourMapBaseline,
     NearestNeighbourBaseline,
     RegressionBaseline,
     width_for_params,
@@ -53,6 +55,29 @@ def test_colour_deconvolution_learns_where_dab_goes(pairs):
         assert pearson_r(dab_density(p), dab_density(real)) > 0.5
     with pytest.raises(EvalError, match="fit"):
         ColourDeconvolutionBaseline().predict(he[0])
+
+
+def test_linear_colour_map_recovers_an_affine_colour_change(pairs):
+    he, _, he_test, _ = pairs
+    matrix = np.array([[0.8, 0.1, 0.0], [0.0, 0.6, 0.2], [0.1, 0.0, 0.7]])
+
+    def recolour(t: np.ndarray) -> np.ndarray:
+        return np.clip(t.astype(np.float64) @ matrix + 20, 0, 255).round().astype(np.uint8)
+
+    model = LinearColourMapBaseline().fit(he, [recolour(t) for t in he])
+    for p, t in zip(_check_outputs(model, he_test), he_test, strict=True):
+        assert np.abs(p.astype(int) - recolour(t)).max() <= 2
+
+
+def test_darkness_predicts_dab_from_the_he_alone(pairs):
+    he, ihc, he_test, ihc_test = pairs
+    model = DarknessBaseline().fit(he, ihc)
+    assert model.coef.shape == (2, 2)
+    pred = _check_outputs(model, he_test)
+    for p, real in zip(pred, ihc_test, strict=True):
+        assert pearson_r(dab_density(p), dab_density(real)) > 0.3
+    with pytest.raises(EvalError, match="fit"):
+        DarknessBaseline().predict(he[0])
 
 
 @pytest.mark.parametrize("features", ["histology", "pixels"])

@@ -93,7 +93,8 @@ def test_save_load_gives_identical_outputs(pipe, make_tile, tmp_path) -> None:
     assert loaded.model_hash == pipe.model_hash
     kwargs = {"text": "tumor", "rna": {"MKI67": 1.0}, "image": make_tile(3), "generator": 7,
               "num_inference_steps": 2}  # fmt: skip
-    for target in ("H&E", "mIF:CD3,CD8"):
+    assert "stain_renderer.safetensors" in names
+    for target in ("H&E", "IHC:Ki67", "mIF:CD3,CD8"):
         a, b = pipe(target=target, **kwargs), loaded(target=target, **kwargs)
         assert np.array_equal(a.images, b.images)
 

@@ -5,6 +5,9 @@ a batch. ``fit(sources, targets)`` learns from matching H&E and IHC tiles.
 
 * `ColourDeconvolutionBaseline`: a per-pixel linear map from H&E stain densities to
   IHC haematoxylin and DAB densities, re-rendered with the H-DAB colours.
+* `LinearColourMapBaseline`: a per-pixel affine map of the H&E's RGB to the IHC's RGB.
+* `DarknessBaseline`: the IHC's haematoxylin and DAB as affine functions of the H&E's
+  darkness alone (mean optical density), re-rendered with the H-DAB colours.
 * `NearestNeighbourBaseline`: the IHC target of the most similar training H&E tile.
 * `RegressionBaseline`: a small U-Net trained with L1 (pix2pix without the GAN), with
   a width chosen to match a parameter budget, i.e. "a network of the same size".
@@ -29,7 +32,7 @@ from napari_mupd.errors import EvalError
 from napari_mupd.eval._checks import as_tiles
 from napari_mupd.eval.features import histology_features, standardise
 from napari_mupd.imaging.pixels import as_rgb, to_uint8
-from napari_mupd.imaging.stains import compose_stains, stain_densities
+from napari_mupd.imaging.stains import compose_stains, optical_density, stain_densities
 
 Tiles = np.ndarray | Sequence[np.ndarray]
 
@@ -94,6 +97,77 @@ class ColourDeconvolutionBaseline:
     def predict(self, he: Tiles) -> np.ndarray | list[np.ndarray]:
         """Predicted IHC tile(s) for H&E tile(s)."""
         return _apply(he, self._predict_one)
+
+
+class _LeastSquaresBaseline:
+    """A per-pixel least-squares map from features of the H&E to features of the IHC."""
+
+    name = "least squares"
+
+    def __init__(self, max_pixels: int = 200_000, seed: int = 0) -> None:
+        self.max_pixels = max_pixels
+        self.seed = seed
+        self.coef: np.ndarray | None = None
+
+    def _design(self, he: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _target(self, ihc: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _render(self, values: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, sources: Tiles, targets: Tiles) -> _LeastSquaresBaseline:
+        """Fit the map on matching H&E and IHC tiles (a random pixel subset)."""
+        src, tgt = _pairs(sources, targets)
+        x = np.concatenate([self._design(s) for s in src])
+        y = np.concatenate([self._target(t) for t in tgt])
+        if len(x) > self.max_pixels:
+            keep = np.random.default_rng(self.seed).choice(len(x), self.max_pixels, False)
+            x, y = x[keep], y[keep]
+        self.coef = np.linalg.lstsq(x.astype(np.float64), y, rcond=None)[0]
+        return self
+
+    def _predict_one(self, he: np.ndarray) -> np.ndarray:
+        if self.coef is None:
+            raise EvalError(f"{type(self).__name__}: call fit() before predict()")
+        return self._render((self._design(he) @ self.coef).reshape(*he.shape[:2], -1))
+
+    def predict(self, he: Tiles) -> np.ndarray | list[np.ndarray]:
+        """Predicted IHC tile(s) for H&E tile(s)."""
+        return _apply(he, self._predict_one)
+
+
+class LinearColourMapBaseline(_LeastSquaresBaseline):
+    """IHC RGB = an affine function of the H&E pixel's RGB, fitted by least squares."""
+
+    def _design(self, he: np.ndarray) -> np.ndarray:
+        rgb = he.reshape(-1, 3).astype(np.float32) / 255
+        return np.concatenate([rgb, np.ones((len(rgb), 1), np.float32)], axis=1)
+
+    def _target(self, ihc: np.ndarray) -> np.ndarray:
+        return ihc.reshape(-1, 3).astype(np.float32) / 255
+
+    def _render(self, values: np.ndarray) -> np.ndarray:
+        return to_uint8(values)
+
+
+class DarknessBaseline(_LeastSquaresBaseline):
+    """IHC haematoxylin and DAB densities = affine functions of the H&E's darkness (its
+    mean optical density over R, G, B), rendered with the H-DAB colours."""
+
+    def _design(self, he: np.ndarray) -> np.ndarray:
+        dark = optical_density(he).mean(axis=-1).reshape(-1, 1)
+        return np.concatenate([dark, np.ones_like(dark)], axis=1)
+
+    def _target(self, ihc: np.ndarray) -> np.ndarray:
+        return stain_densities(ihc)[..., [0, 2]].reshape(-1, 2)
+
+    def _render(self, values: np.ndarray) -> np.ndarray:
+        h_dab = np.maximum(values, 0)
+        zeros = np.zeros(h_dab.shape[:2], np.float32)
+        return compose_stains(np.stack([h_dab[..., 0], zeros, h_dab[..., 1]], axis=-1))
 
 
 class NearestNeighbourBaseline:

@@ -5,9 +5,10 @@ datasets hold out a test split (``holdout`` > 0), the checkpoint's tiles are sco
 against the real test tiles next to the baselines, fitted on the training split.
 
 - ``stain`` tasks: virtual stains of the test H&E tiles, paired with the real
-  (registered) IHC: Pearson r of DAB, SSIM, PSNR, DAB Dice, feature FID/KID, nuclei.
-  Baselines: colour deconvolution, nearest neighbour, a U-Net regression of the same
-  parameter count as the transformer.
+  (registered) IHC: Pearson r of DAB (per pixel and on 8-px blocks), structure r,
+  SSIM, PSNR, DAB Dice, feature FID/KID, nuclei. Baselines, all fitted on the training
+  split: colour deconvolution, a per-pixel linear colour map, the H&E's darkness, nearest
+  neighbour, and a U-Net regression of the same parameter count as the transformer.
 - ``text`` and ``rna`` tasks: one tile per test condition, compared as distributions
   with the real test tiles (feature FID/KID, nuclei composition). Baseline: the
   nearest neighbour from the training split (same caption, or the most correlated
@@ -25,6 +26,8 @@ import pandas as pd
 from napari_mupd.errors import DatasetError
 from napari_mupd.eval.baselines import (
     ColourDeconvolutionBaseline,
+    DarknessBaseline,
+    LinearColourMapBaseline,
     NearestNeighbourBaseline,
     RegressionBaseline,
 )
@@ -100,6 +103,12 @@ def evaluate_stain(
     }
     methods["colour deconvolution"] = list(
         ColourDeconvolutionBaseline(seed=seed).fit(train_src, train_tgt).predict(test_src)
+    )
+    methods["linear colour map"] = list(
+        LinearColourMapBaseline(seed=seed).fit(train_src, train_tgt).predict(test_src)
+    )
+    methods["H&E darkness"] = list(
+        DarknessBaseline(seed=seed).fit(train_src, train_tgt).predict(test_src)
     )
     methods["nearest neighbour"] = list(
         NearestNeighbourBaseline().fit(train_src, train_tgt).predict(test_src)

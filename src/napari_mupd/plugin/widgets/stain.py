@@ -10,6 +10,7 @@ from magicgui.widgets import Container, Label, PushButton, SpinBox
 from napari_mupd.engine.sampling import PipelineTileModel
 from napari_mupd.engine.virtual_stain import StainResult, stain_region
 from napari_mupd.errors import ConditionError, MuPDError, RegionError
+from napari_mupd.eval.structure import structure_or_none
 from napari_mupd.imaging.regions import Region
 from napari_mupd.model.loading import using_pipeline
 from napari_mupd.plugin.layers import layer_mpp, layer_slide, result_layers
@@ -21,7 +22,8 @@ from napari_mupd.plugin.widgets._controls import (
 )
 from napari_mupd.plugin.widgets._runner import Cancel, Report, TaskRunner
 
-#: The largest region stained into layers here (pixels at the model's resolution).
+#: The largest region stained into layers here (output pixels: the model's resolution, or
+#: the slide's own for IHC, which is drawn on the slide's cells).
 MAX_PIXELS = 8192 * 8192
 
 
@@ -79,23 +81,27 @@ class VirtualStainWidget(Container):
                     pipe, target, text=text, rna=rna, steps=steps, guidance=guidance
                 )
                 slide = layer_slide(image)
+                out_mpp = slide.mpp[0] if slide.mpp else None
                 results = []
                 for i, region in enumerate(regions):
 
                     def progress(done: int, total: int, i: int = i) -> None:
                         report(i * total + done, len(regions) * total)
 
-                    results.append(
-                        stain_region(
-                            slide,
-                            region,
-                            model,
-                            seed=seed,
-                            samples=samples,
-                            progress=progress,
-                            cancel=cancel,
-                        )
+                    result = stain_region(
+                        slide,
+                        region,
+                        model,
+                        seed=seed,
+                        samples=samples,
+                        output_mpp=out_mpp,
+                        progress=progress,
+                        cancel=cancel,
                     )
+                    if result.channels == ("R", "G", "B") and result.source is not None:
+                        score = structure_or_none(result.rgb_uint8(), result.source)
+                        result.metadata["structure_r"] = score
+                    results.append(result)
                 return results
 
         self.status.value = f"staining {len(regions)} region(s) with {target} ..."
@@ -105,16 +111,20 @@ class VirtualStainWidget(Container):
 
     def check_size(self, image: napari.layers.Image, regions: list[Region]) -> None:
         """Refuse regions too big to hold in memory as layers (whole slides: mupd stain)."""
-        mpp = self.model.config().mpp
+        config = self.model.config()
+        spec = config.resolve_target(self.model.target.value or config.targets[-1])
+        mpp = config.mpp_for(spec)
         slide_mpp = layer_mpp(image)
         d = mpp / slide_mpp[0] if mpp and slide_mpp else 1.0
+        if spec.kind == "IHC":  # drawn at the slide's own resolution
+            d, mpp = 1.0, slide_mpp[0] if slide_mpp else mpp
         for region in regions:
             pixels = (region.width / d) * (region.height / d)
             if pixels > MAX_PIXELS:
                 side = int(MAX_PIXELS**0.5)
                 raise RegionError(
-                    f"the region is {region.width / d:.0f} x {region.height / d:.0f} px at the "
-                    f"model's {mpp} µm/px; stain up to about {side} x {side} px here, zoom in "
+                    f"the region is {region.width / d:.0f} x {region.height / d:.0f} px at "
+                    f"{mpp:g} µm/px; stain up to about {side} x {side} px here, zoom in "
                     "or draw a smaller shape, and use `mupd stain` for whole slides"
                 )
 
@@ -127,4 +137,6 @@ class VirtualStainWidget(Container):
             for data, kwargs, _ in result_layers(result, image, target):
                 self.added.append(self.viewer.add_image(data, **kwargs))
         seconds = sum(r.metadata["seconds"] for r in results)
-        self.status.value = f"{target}: {len(results)} region(s) in {seconds:.1f} s"
+        scores = [r.metadata["structure_r"] for r in results if r.metadata.get("structure_r")]
+        kept = f"; structure r {min(scores):.2f}" if scores else ""
+        self.status.value = f"{target}: {len(results)} region(s) in {seconds:.1f} s{kept}"

@@ -1,0 +1,78 @@
+"""Virtual IHC in stain space: the stain latent, the renderer, and detail rendering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import CMU1
+from napari_mupd import open_slide
+from napari_mupd.errors import ConditionError
+from napari_mupd.imaging.stains import compose_stains as compose_np
+from napari_mupd.imaging.stains import stain_densities as densities_np
+from napari_mupd.model.stain_renderer import (
+    StainRenderer,
+    compose_stains,
+    pooled_stains,
+    stain_densities,
+)
+
+
+@pytest.fixture(scope="module")
+def he() -> np.ndarray:
+    with open_slide(CMU1) as slide:
+        return slide.read_region((640, 1280), 0, (64, 64))
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+
+
+def test_torch_colour_deconvolution_matches_the_numpy_one(he):
+    d = stain_densities(to_tensor(he))[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(d, densities_np(he), atol=1e-5)
+    rgb = compose_stains(torch.from_numpy(d).permute(2, 0, 1)[None])[0].permute(1, 2, 0)
+    np.testing.assert_allclose(rgb.numpy() * 255, compose_np(d), atol=0.51)
+
+
+def test_stain_latent_is_block_statistics(he):
+    d = stain_densities(to_tensor(he))
+    z = pooled_stains(d)[0]
+    assert z.shape == (4, 8, 8)
+    block = d[0, :, :8, 8:16]
+    assert z[0, 0, 1] == pytest.approx(block[0].mean().item(), rel=1e-5)  # haematoxylin
+    assert z[1, 0, 1] == pytest.approx(block[2].mean().item(), rel=1e-5)  # DAB
+    assert z[2, 0, 1] == pytest.approx(block[2].pow(2).mean().sqrt().item(), rel=1e-5)
+    assert z[3, 0, 1] == pytest.approx(block[1].mean().item(), rel=1e-5)  # eosin
+
+
+def test_renderer_draws_only_haematoxylin_and_dab_at_any_scale(he):
+    """Whatever its weights, the output has no eosin, glass stays glass, and the same
+    weights draw on structure maps 1, 2 or 3 times finer than the latent's 8x grid."""
+    torch.manual_seed(0)
+    renderer = StainRenderer(width=8)
+    z = torch.rand(1, 4, 8, 8)
+    for k in (1, 2, 3):
+        s = torch.rand(1, 1, 64 * k, 64 * k)
+        out = renderer(z, s)
+        assert out.shape == (1, 3, 64 * k, 64 * k)
+        assert torch.all(out[:, 1] == 0) and torch.all(out >= 0)
+        rgb = compose_stains(out)
+        assert stain_densities(rgb)[:, 1].abs().max() < 1e-4  # no eosin in the picture
+    glass = renderer(torch.zeros(1, 4, 8, 8), torch.zeros(1, 1, 64, 64))
+    assert glass.max() <= 0.1 * np.log(2) * 2  # only the small additive terms
+
+
+def test_pipeline_renders_ihc_on_a_finer_source(pipe, make_tile):
+    """`detail` draws the stain on the source k times finer: output k times larger."""
+    source = make_tile(1)
+    fine = np.kron(source, np.ones((2, 2, 1), np.uint8))
+    out = pipe(image=source, detail=fine, target="IHC:Ki67", num_inference_steps=2, generator=0)
+    assert out.images.shape == (1, 128, 128, 3)
+    coarse = pipe(image=source, target="IHC:Ki67", num_inference_steps=2, generator=0)
+    assert coarse.images.shape == (1, 64, 64, 3)
+    with pytest.raises(ConditionError, match="integer multiple"):
+        pipe(image=source, detail=fine[:100], target="IHC:Ki67", num_inference_steps=1)
+    with pytest.raises(ConditionError, match="give image too"):
+        pipe(detail=fine, target="IHC:Ki67", num_inference_steps=1)
