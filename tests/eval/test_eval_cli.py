@@ -107,12 +107,18 @@ def test_heldout_evaluation_scores_model_and_baselines(heldout_config):
         pipe, heldout_config, steps=1, regression_steps=2, log=lambda _: None
     )
     stain = tables["ki67"]
-    assert list(stain.index)[:3] == ["MuPD", "colour deconvolution", "nearest neighbour"]
-    assert len(stain) == 4 and stain["n_tiles"].iloc[0] > 0
-    assert np.isfinite(stain["ssim"]).all()
+    assert list(stain.index)[:5] == [
+        "MuPD", "colour deconvolution", "linear colour map", "H&E darkness", "nearest neighbour"
+    ]  # fmt: skip
+    assert len(stain) == 6 and stain["n_tiles"].iloc[0] > 0
+    assert np.isfinite(stain["ssim"]).all() and np.isfinite(stain["structure_r"]).all()
     spots = tables["spots"]
     assert list(spots.columns) == ["n_tiles", "fid", "kid", "nuclei_distance"]
     assert np.isfinite(spots["fid"]).all()
+    structure = tables["structure"]  # every held-out H&E source, and the demo's region
+    assert list(structure["target"].unique()) == ["IHC:Ki67"]
+    assert any(name.startswith("mupd demo") for name in structure.index)
+    assert len(structure) == 3 and structure["tiles"].iloc[0] > 0
 
 
 def test_few_shot_experiment_runs_end_to_end(tmp_path):

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from napari_mupd.imaging.regions import Region
 from napari_mupd.io import Slide, open_slide
 from napari_mupd.resources import sample_slide_path
 
@@ -62,21 +61,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo_region(slide: Slide, size: int) -> Region:
-    """The ``size`` x ``size`` level-0 region with the most tissue."""
-    from napari_mupd.engine.tissue import slide_tissue
-
-    tissue = slide_tissue(slide, max_size=512)
-    w, h = slide.dimensions
-    step = max(1, size // 4)
-    regions = [
-        Region(x, y, size, size)
-        for y in range(0, max(1, h - size), step)
-        for x in range(0, max(1, w - size), step)
-    ]
-    return max(regions, key=tissue.fraction)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """``mupd demo``: virtually stain a region of the bundled slide with the bundled model."""
     import numpy as np
@@ -84,6 +68,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from napari_mupd.cli.stain import result_structure
     from napari_mupd.engine.sampling import PipelineTileModel
+    from napari_mupd.engine.tissue import most_tissue_region
     from napari_mupd.engine.virtual_stain import stain_region
     from napari_mupd.io.ome_zarr import write_ome_zarr
     from napari_mupd.model.loading import load_pipeline
@@ -94,7 +79,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model = PipelineTileModel(pipe, args.target, steps=args.steps)
     with open_slide(sample_slide_path()) as slide:
         print(format_summary(slide_summary(slide)))
-        region = demo_region(slide, args.size)
+        region = most_tissue_region(slide, args.size)
         print(
             f"\nstaining {model.target} on x={region.x} y={region.y} "
             f"{region.width}x{region.height} px with {pipe.config.name} on {pipe.device}: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import weakref
 
+from napari_mupd.imaging.regions import Region
 from napari_mupd.imaging.tissue import TissueMap, tissue_mask
 from napari_mupd.io import Slide
 
@@ -22,3 +23,16 @@ def slide_tissue(slide: Slide, max_size: int = 1024) -> TissueMap:
             scale = slide.dimensions[0] / overview.shape[1]
             cached[max_size] = TissueMap(tissue_mask(overview), scale)
         return cached[max_size]
+
+
+def most_tissue_region(slide: Slide, size: int) -> Region:
+    """The ``size`` x ``size`` level-0 region with the most tissue (on a quarter-size step)."""
+    tissue = slide_tissue(slide, max_size=512)
+    w, h = slide.dimensions
+    step = max(1, size // 4)
+    regions = [
+        Region(x, y, size, size)
+        for y in range(0, max(1, h - size), step)
+        for x in range(0, max(1, w - size), step)
+    ]
+    return max(regions, key=tissue.fraction)

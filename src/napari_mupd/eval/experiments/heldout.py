@@ -164,6 +164,62 @@ def _most_correlated(sample: Sample, train: list[Sample]) -> Sample:
     return pool[int(np.argmax(scores))]
 
 
+def evaluate_structure(
+    pipe: Any, config: TrainConfig, *, steps: int | None, seed: int, log: Log, demo_size: int = 512
+) -> pd.DataFrame | None:
+    """Structure r of virtual IHC on the held-out H&E tiles of every source of the config
+    (one row per dataset and IHC target), and on the bundled sample slide at `mupd demo`'s
+    settings (the model's pixel size, drawn at the slide's own): no paired IHC is needed."""
+    from napari_mupd.engine.sampling import PipelineTileModel
+    from napari_mupd.engine.tissue import most_tissue_region
+    from napari_mupd.engine.virtual_stain import stain_region
+    from napari_mupd.eval.structure import structure_or_none
+    from napari_mupd.io import open_slide
+    from napari_mupd.resources import sample_slide_path
+
+    targets = [f"IHC:{m}" for m in pipe.config.ihc_markers]
+    if not targets:
+        return None
+    size = pipe.config.resolution
+    rows = []
+    for task in config.tasks:
+        for dataset in split_datasets(task, config, size, "test"):
+            tiles = [s.source if s.source is not None else s.image for s in _samples([dataset])]
+            name = getattr(dataset, "name", None) or type(dataset).__name__
+            for target in targets:
+                virtual = _generate(
+                    pipe, 16, log, image=tiles, target=target, num_inference_steps=steps,
+                    generator=seed,
+                )  # fmt: skip
+                scores = [structure_or_none(v, t) for v, t in zip(virtual, tiles, strict=True)]
+                found = [x for x in scores if x is not None]
+                rows.append(
+                    {
+                        "source": f"{task.name}: {name}",
+                        "target": target,
+                        "tiles": len(found),
+                        "structure_r": float(np.mean(found)) if found else float("nan"),
+                    }
+                )
+    with open_slide(sample_slide_path()) as slide:
+        region = most_tissue_region(slide, demo_size)
+        for target in targets:
+            model = PipelineTileModel(pipe, target, steps=steps)
+            out_mpp = slide.mpp[0] if slide.mpp else None
+            result = stain_region(slide, region, model, seed=seed, output_mpp=out_mpp)
+            assert result.source is not None
+            score = structure_or_none(to_uint8(result.image), result.source)
+            rows.append(
+                {
+                    "source": f"mupd demo: {slide.path.name} {demo_size} px region",
+                    "target": target,
+                    "tiles": 1,
+                    "structure_r": float("nan") if score is None else score,
+                }
+            )
+    return pd.DataFrame(rows).set_index("source")
+
+
 def evaluate_checkpoint(
     pipe: Any,
     config: TrainConfig,
@@ -194,4 +250,7 @@ def evaluate_checkpoint(
             df = None
         if df is not None:
             results[task.name] = df
+    structure = evaluate_structure(pipe, config, steps=steps, seed=seed, log=log)
+    if structure is not None:
+        results["structure"] = structure
     return results
