@@ -16,7 +16,7 @@ from PIL import Image
 from helpers import CMU1
 from napari_mupd import RegionError, open_slide
 from napari_mupd.cli import main
-from napari_mupd.engine.jobs import DONE, JobSpec, run_job
+from napari_mupd.engine.jobs import JobSpec, progress_dir, run_job
 from napari_mupd.errors import ConditionError, JobError
 from napari_mupd.imaging.regions import Region
 from napari_mupd.model import MuPDConfig, MuPDPipeline
@@ -97,13 +97,13 @@ def test_killed_job_resumes_to_the_same_result(tiny_model, tmp_path):
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        done = [p for p in (out / DONE).glob("*_*") if not p.name.endswith(".tmp")]
+        done = [p for p in progress_dir(out).glob("*_*") if not p.name.endswith(".tmp")]
         if done or process.poll() is not None:
             break
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)  # the client and its dask workers
     process.wait()
-    finished = len([p for p in (out / DONE).glob("*_*") if not p.name.endswith(".tmp")])
+    finished = len([p for p in progress_dir(out).glob("*_*") if not p.name.endswith(".tmp")])
     assert 1 <= finished < 4, "the job should have been killed halfway"
     assert main(stain_args(tiny_model, "0,0,1400,1100", out)) == 0
     a = zarr.open_group(str(reference), mode="r")

@@ -17,7 +17,7 @@ def cmd_export_tiles(args: argparse.Namespace) -> int:
 
     roi = parse_roi(args.roi)
     pipe = load_pipeline(args.model, args.device)
-    with open_slide(args.slide) as slide, tqdm(desc="export", unit="file") as bar:
+    with open_slide(args.slide) as slide, tqdm(desc="export", unit="file", disable=None) as bar:
 
         def progress(done: int, total: int) -> None:
             bar.total = total

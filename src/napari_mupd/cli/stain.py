@@ -67,22 +67,32 @@ def output_mpp(text: str, slide: Slide) -> float | None:
 
 def cmd_stain(args: argparse.Namespace) -> int:
     """Stain ``--roi`` (default: the whole slide) and write it as ``--out`` says."""
+    from napari_mupd.io import open_slide
+    from napari_mupd.model.config import MuPDConfig
+    from napari_mupd.resources import resolve_model
+
+    # arguments first, in a second, before torch and the model load
+    fmt = output_format(args.out, args.format)
+    model = resolve_model(args.model)
+    MuPDConfig.load(model).resolve_target(args.target)
+    region = parse_roi(args.roi)
+    with open_slide(args.slide) as slide:
+        out_mpp = output_mpp(args.output_mpp, slide)
+        if region is not None:
+            region.check_within(slide.dimensions, slide.path.name)
+
     from tqdm.auto import tqdm
 
     from napari_mupd.engine.jobs import JobSpec, run_job
-    from napari_mupd.io import open_slide
     from napari_mupd.model.loading import check_device
-    from napari_mupd.resources import resolve_model
 
-    fmt = output_format(args.out, args.format)
-    with open_slide(args.slide) as slide:
-        out_mpp = output_mpp(args.output_mpp, slide)
+    device = check_device(args.device)
     spec = JobSpec(
         slide=str(Path(args.slide).resolve()),
-        model=str(resolve_model(args.model)),
+        model=str(model),
         target=args.target,
         out=str(Path(args.out).resolve()),
-        region=parse_roi(args.roi),
+        region=region,
         text=args.text,
         steps=args.steps,
         seed=args.seed,
@@ -90,13 +100,13 @@ def cmd_stain(args: argparse.Namespace) -> int:
         mpp=args.mpp,
         output_mpp=out_mpp,
         guidance=args.guidance,
-        device=check_device(args.device),
+        device=device,
     )
     if fmt == "flat":
         return _stain_flat(spec)
     zarr_out = spec.out if fmt == "ome-zarr" else spec.out + ".partial.ome.zarr"
     job = JobSpec(**{**spec.__dict__, "out": zarr_out})
-    with tqdm(desc="stain", unit="chunk") as bar:
+    with tqdm(desc="stain", unit="chunk", disable=None) as bar:
 
         def progress(done: int, total: int) -> None:
             bar.total = total
@@ -209,7 +219,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``stain``."""
     st = sub.add_parser("stain", help="virtually stain a region or a whole slide")
     st.add_argument("slide")
-    st.add_argument("--target", required=True, help="IHC:<marker> or mIF:<m1>,<m2>,...")
+    st.add_argument(
+        "--target",
+        required=True,
+        help=f"IHC:<marker> or mIF:<m1>,<m2>,... (the bundled model: {bundled_targets()})",
+    )
     st.add_argument("--roi", help="x,y,w,h in level-0 pixels (default: the whole slide)")
     st.add_argument("--text", help="an optional caption condition")
     st.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
@@ -233,3 +247,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--overwrite", action="store_true", help="replace another job's output")
     st.add_argument("--out", required=True, help="OUT.ome.zarr, OUT.ome.tif, OUT.png or OUT.tif")
     st.set_defaults(func=cmd_stain)
+
+
+def bundled_targets() -> str:
+    """The bundled checkpoint's virtual-staining targets, for ``--help`` (read from its
+    config.json; no model is loaded)."""
+    import json
+
+    from napari_mupd.resources import bundled_model_path
+
+    try:
+        config = json.loads((bundled_model_path() / "config.json").read_text())
+    except (OSError, ValueError):
+        return "not installed"
+    return ", ".join(t for t in config.get("targets", []) if not t.upper().startswith("H"))

@@ -2,8 +2,9 @@
 
 The output grid is cut into chunks; each is a dask task that stains its window (tiles
 and noise come from one grid over the whole region, so chunks meet without seams),
-writes it into the OME-Zarr and then drops a marker file. A rerun skips chunks with a
-marker: a job killed at any point resumes to the same result as an uninterrupted run.
+writes it into the OME-Zarr and then drops a marker file in `progress_dir` beside the
+output. A rerun skips chunks with a marker: a job killed at any point resumes to the same
+result as an uninterrupted run. The markers go when the job completes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import ctypes
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import threading
 from collections import Counter
@@ -34,7 +36,13 @@ from napari_mupd.io.ome_zarr import build_pyramid, create_ome_zarr
 from napari_mupd.model.loading import load_pipeline
 
 ZARR_CHUNK = 512
-DONE = ".mupd-done"
+
+
+def progress_dir(out: str | os.PathLike) -> Path:
+    """Where a job marks its finished chunks (``y_x`` files): beside the OME-Zarr, so
+    readers of the output never meet them; removed when the job completes."""
+    path = Path(out)
+    return path.with_name(path.name + ".progress")
 
 
 @dataclass(frozen=True)
@@ -135,7 +143,7 @@ def stain_chunk(spec: JobSpec, window: Region) -> Region:
     group["0"][:, y0:y1, x0:x1] = np.moveaxis(to_uint8(mean), -1, 0)
     if std is not None:
         group["std/0"][:, y0:y1, x0:x1] = np.moveaxis(std.astype(np.float32), -1, 0)
-    marker = Path(spec.out) / DONE / f"{window.y}_{window.x}"
+    marker = progress_dir(spec.out) / f"{window.y}_{window.x}"
     tmp = marker.with_suffix(".tmp")
     tmp.write_text("")
     os.replace(tmp, marker)
@@ -160,7 +168,9 @@ def plan(spec: JobSpec) -> tuple[_Context, list[Region]]:
     return ctx, windows
 
 
-def prepare_output(spec: JobSpec, ctx: _Context, overwrite: bool = False) -> set[tuple[int, int]]:
+def prepare_output(
+    spec: JobSpec, ctx: _Context, windows: list[Region], overwrite: bool = False
+) -> set[tuple[int, int]]:
     """Create the OME-Zarr, or check an existing one is this job's; returns the (x, y)
     top-left grid pixels of the chunks already done."""
     import zarr
@@ -173,7 +183,10 @@ def prepare_output(spec: JobSpec, ctx: _Context, overwrite: bool = False) -> set
             raise JobError(f"{out} exists and is not a napari-mupd output") from exc
         if existing.get("job") != json.loads(json.dumps(spec.key())):
             raise JobError(f"{out} holds another job's output; choose another path or --overwrite")
-        markers = [p.name.split("_") for p in (out / DONE).glob("*_*") if p.suffix != ".tmp"]
+        if existing.get("complete"):
+            return {(w.x, w.y) for w in windows}
+        progress = progress_dir(out)
+        markers = [p.name.split("_") for p in progress.glob("*_*") if p.suffix != ".tmp"]
         return {(int(x), int(y)) for y, x in markers}  # markers are named y_x
     mpp, k = ctx.slide.mpp, ctx.detail
     scale, translate = ctx.grid.placement(mpp, k)
@@ -191,7 +204,8 @@ def prepare_output(spec: JobSpec, ctx: _Context, overwrite: bool = False) -> set
             units=units,
             attrs=attrs if path == out else None,
         )
-    (out / DONE).mkdir(exist_ok=True)
+    shutil.rmtree(progress_dir(out), ignore_errors=True)  # an overwritten job's
+    progress_dir(out).mkdir()
     return set()
 
 
@@ -226,7 +240,7 @@ def run_job(
     from dask.distributed import Client, as_completed
 
     ctx, windows = plan(spec)
-    done = prepare_output(spec, ctx, overwrite)
+    done = prepare_output(spec, ctx, windows, overwrite)
     todo = [w for w in windows if (w.x, w.y) not in done]
     if progress is not None:
         progress(len(windows) - len(todo), len(windows))
@@ -254,6 +268,7 @@ def run_job(
     if "std" in group:
         build_pyramid(group["std"])
     group.attrs["napari_mupd"] = {**group.attrs["napari_mupd"], "complete": True}
+    shutil.rmtree(progress_dir(spec.out), ignore_errors=True)
     return Path(spec.out)
 
 

@@ -111,7 +111,9 @@ def train_renderer(config: TrainConfig, *, log: Callable[[int, float], None] | N
     with (out / "log.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["step", "loss", "seconds"])
-        for step in tqdm(range(settings["steps"]), desc="train-renderer", unit="step"):
+        for step in tqdm(
+            range(settings["steps"]), desc="train-renderer", unit="step", disable=None
+        ):
             rng = np.random.default_rng([config.seed, step])
             rgb = _batch(stack, settings, rng)
             gain = torch.from_numpy(np.exp(rng.normal(0, settings["gain_sigma"], len(rgb))))

@@ -165,7 +165,7 @@ class Trainer:
         if not config.init:
             fit_stain_stats(self.pipe, self.tasks)
         if config.cache_latents:
-            for task in tqdm(self.tasks, desc="encode tiles", unit="task"):
+            for task in tqdm(self.tasks, desc="encode tiles", unit="task", disable=None):
                 if _needs_vae(task):
                     task.latents = self._cache_latents(task)
         module = trainable(self.pipe)
@@ -321,7 +321,7 @@ class Trainer:
         writer = _tensorboard(self.out / "tb")
         with (
             log_path.open("a", newline="") as fh,
-            tqdm(total=total, initial=self.step, desc="train", unit="step") as bar,
+            tqdm(total=total, initial=self.step, desc="train", unit="step", disable=None) as bar,
         ):
             log = csv.writer(fh)
             if new_log:

@@ -53,7 +53,7 @@ def train_vae(config: TrainConfig, *, log: Callable[[int, float], None] | None =
     with (out / "log.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["step", "l1", "kl", "seconds"])
-        for step in tqdm(range(settings["steps"]), desc="train-vae", unit="step"):
+        for step in tqdm(range(settings["steps"]), desc="train-vae", unit="step", disable=None):
             rng = np.random.default_rng([config.seed, step])
             x = _batch(datasets, settings["batch_size"], rng) * 2 - 1
             posterior = vae.encode(x).latent_dist
