@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from helpers import BRAIN, DATA, brain_spots, serial_sections
 from napari_mupd.errors import ConfigError
-from napari_mupd.model import MuPDPipeline
+from napari_mupd.model import MuPDConfig, MuPDPipeline
 from napari_mupd.train.config import TrainConfig
 from napari_mupd.train.trainer import Trainer
 
@@ -162,3 +162,49 @@ def test_train_renderer_needs_ihc_tasks(tmp_path):
     cfg.tasks = [t for t in cfg.tasks if t.kind != "stain"]
     with pytest.raises(ConfigError, match="IHC targets"):
         train_renderer(cfg)
+
+
+def test_fine_tuning_adds_a_new_ihc_marker(tmp_path):
+    """`init` + `new_targets`: the checkpoint's targets keep their embeddings, the new
+    marker starts from the mean of the IHC ones and trains on real kidney pairs."""
+    base = MuPDPipeline.from_config(MuPDConfig.tiny(), device="cpu")
+    base.save_pretrained(tmp_path / "base")
+    kidney = DATA / "serial_sections" / "rat_kidney"
+    pairs = {
+        "serial_sections": {
+            "fixed_image": str(kidney / "Rat-Kidney_HE.jpg"),
+            "moving_image": str(kidney / "Rat-Kidney_PanCytokeratin.jpg"),
+            "fixed_landmarks": str(kidney / "Rat-Kidney_HE.csv"),
+            "moving_landmarks": str(kidney / "Rat-Kidney_PanCytokeratin.csv"),
+            "target": "IHC:PanCK",
+            "stride": 128,
+        }
+    }
+    cfg = TrainConfig.from_dict(
+        {
+            "out_dir": str(tmp_path / "run"),
+            "init": str(tmp_path / "base"),
+            "new_targets": ["IHC:PanCK", "IHC:ki67"],  # Ki67 is known: not added twice
+            "steps": 3,
+            "batch_size": 2,
+            "checkpoint_every": 3,
+            "tasks": [{"name": "panck", "kind": "stain", "data": [pairs]}],
+        },
+        base_dir=tmp_path,
+    )
+    trainer = Trainer(cfg)
+    config = trainer.pipe.config
+    assert config.targets == [*MuPDConfig.tiny().targets, "IHC:PanCK"]
+    embed = trainer.pipe.transformer.target_embed.weight
+    old = base.transformer.target_embed.weight
+    assert torch.equal(embed[: len(old)], old)
+    assert torch.allclose(embed[-1], old[config.resolve_target("IHC:Ki67").index])
+    folder = trainer.train()
+    tuned = MuPDPipeline.from_pretrained(folder, device="cpu")
+    tile = np.full((64, 64, 3), 200, np.uint8)
+    assert tuned(image=tile, target="IHC:panck", num_inference_steps=1).images.shape == (
+        1, 64, 64, 3
+    )  # fmt: skip
+    bad = {**cfg.__dict__, "new_targets": ["mIF:CD3"]}
+    with pytest.raises(ConfigError, match="only IHC"):
+        Trainer(TrainConfig(**bad))

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 
 from napari_mupd.errors import ConfigError
-from napari_mupd.model.config import MuPDConfig
+from napari_mupd.model.config import MuPDConfig, split_target
 
 TaskKind = Literal["text", "rna", "image", "stain", "plain"]
 
@@ -40,6 +40,7 @@ class TrainConfig:
     tasks: list[TaskConfig]
     model: dict[str, Any] = field(default_factory=lambda: {"preset": "demo"})
     init: str | None = None  # a pipeline folder to fine-tune
+    new_targets: list[str] = field(default_factory=list)  # IHC targets to add when fine-tuning
     vae: str | None = None  # a VAE folder from ``mupd train-vae``
     vae_training: dict[str, Any] = field(default_factory=dict)  # steps, batch_size, lr, kl_weight
     renderer: str | None = None  # a stain renderer folder from ``mupd train-renderer``
@@ -106,9 +107,22 @@ def model_config(config: TrainConfig, genes: Sequence[str] = ()) -> MuPDConfig:
     (the expression columns of the training data).
     """
     if config.init:
-        return MuPDConfig.load(config.path(config.init))
+        loaded = MuPDConfig.load(config.path(config.init))
+        return with_targets(loaded, config.new_targets)
+    if config.new_targets:
+        raise ConfigError("new_targets adds targets to a checkpoint: give init too")
     model = dict(config.model)
     base = getattr(MuPDConfig, model.pop("preset", "demo"))().to_dict()
     if model.get("genes") == "from_data":
         model["genes"] = list(genes) or base["genes"]
     return MuPDConfig.from_dict({**base, **model})
+
+
+def with_targets(model: MuPDConfig, targets: Sequence[str]) -> MuPDConfig:
+    """``model`` with IHC ``targets`` added (fine-tuning a checkpoint on a new marker)."""
+    known = {t.lower() for t in model.targets}
+    added = [t for t in targets if t.lower() not in known]
+    for target in added:
+        if split_target(target)[0] != "IHC":
+            raise ConfigError(f"new_targets: {target!r}; only IHC targets can be added")
+    return MuPDConfig.from_dict({**model.to_dict(), "targets": [*model.targets, *added]})

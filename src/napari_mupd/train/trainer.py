@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from napari_mupd.errors import ConfigError
-from napari_mupd.model import MuPDPipeline
+from napari_mupd.model import MuPDConfig, MuPDPipeline
 from napari_mupd.model.config import split_target
 from napari_mupd.model.encoders.image import image_to_tensor
 from napari_mupd.model.loading import load_pipeline
@@ -74,6 +74,7 @@ def build_pipeline(config: TrainConfig, genes: Sequence[str] = ()) -> MuPDPipeli
     """The pipeline to train: a checkpoint to fine-tune, or a preset plus overrides."""
     if config.init:
         pipe = load_pipeline(config.path(config.init), "cpu", cache=False)
+        add_targets(pipe, model_config(config))
     else:
         mupd = model_config(config, genes)
         pipe = MuPDPipeline.from_config(mupd, device="cpu", seed=config.seed)
@@ -87,6 +88,22 @@ def build_pipeline(config: TrainConfig, genes: Sequence[str] = ()) -> MuPDPipeli
             raise ConfigError("renderer: the model has no IHC target to render")
         load_renderer(pipe.stain_renderer, config.path(config.renderer))
     return pipe
+
+
+@torch.no_grad()
+def add_targets(pipe: MuPDPipeline, config: MuPDConfig) -> None:
+    """Grow ``pipe`` to ``config``'s targets (the checkpoint's, then new IHC ones): each new
+    target's embedding starts as the mean of the checkpoint's IHC target embeddings."""
+    old = pipe.config.targets
+    if config.targets == old:
+        return
+    embed = pipe.transformer.target_embed
+    ihc = [i for i, t in enumerate(old) if split_target(t)[0] == "IHC"] or list(range(len(old)))
+    grown = torch.nn.Embedding(len(config.targets), embed.embedding_dim)
+    grown.weight[: len(old)] = embed.weight
+    grown.weight[len(old) :] = embed.weight[ihc].mean(dim=0)
+    pipe.transformer.target_embed = grown.to(embed.weight.device)
+    pipe.transformer.config = pipe.config = config
 
 
 @torch.no_grad()
