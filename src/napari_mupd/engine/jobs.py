@@ -26,7 +26,7 @@ import numpy as np
 
 from napari_mupd._version import __version__
 from napari_mupd.engine.sampling import PipelineTileModel
-from napari_mupd.engine.tissue import slide_tissue
+from napari_mupd.engine.tissue import MIN_TISSUE, slide_tissue
 from napari_mupd.engine.virtual_stain import Grid, TileFilter, stain_grid
 from napari_mupd.errors import JobError
 from napari_mupd.imaging.pixels import to_uint8
@@ -63,7 +63,7 @@ class JobSpec:
     guidance: float = 1.0
     chunk: int = 1024
     batch_size: int = 4
-    min_tissue: float = 0.05
+    min_tissue: float = MIN_TISSUE
     device: str | None = None
 
     def key(self) -> dict[str, Any]:

@@ -9,6 +9,9 @@ from napari_mupd.imaging.regions import Region
 from napari_mupd.imaging.tissue import TissueMap, tissue_mask
 from napari_mupd.io import Slide
 
+#: Tiles with less tissue than this fraction are glass: not stained, not exported.
+MIN_TISSUE = 0.05
+
 #: Tissue maps of open slides by overview size, computed once per slide.
 _MAPS: weakref.WeakKeyDictionary[Slide, dict[int, TissueMap]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()

@@ -23,6 +23,7 @@ from napari_mupd._version import __version__
 from napari_mupd.engine.noise import noise_window
 from napari_mupd.engine.sampling import Cancel, Progress, TileModel
 from napari_mupd.engine.tiling import Blender, tile_starts
+from napari_mupd.engine.tissue import slide_tissue
 from napari_mupd.errors import Cancelled, RegionError
 from napari_mupd.imaging.pixels import to_uint8
 from napari_mupd.imaging.regions import Region
@@ -129,13 +130,21 @@ class StainResult:
     translate: tuple[float, float]
     units: str  # "micrometer" when the slide's pixel size is known, else "pixel"
     std: np.ndarray | None = None  # (H, W, C) per-pixel std over samples
-    mask: np.ndarray | None = None
+    mask: np.ndarray | None = None  # (H, W) bool: stained (tissue, inside the polygon)
     metadata: dict[str, Any] = field(default_factory=dict)
     source: np.ndarray | None = None  # (H, W, 3) uint8: the slide on the output's grid
 
     def rgb_uint8(self) -> np.ndarray:
         """The image as uint8 (RGB targets; uncovered pixels white)."""
         return to_uint8(self.image, nan=1.0)
+
+    def rgba_uint8(self) -> np.ndarray:
+        """The image as uint8 RGBA, transparent where nothing was stained (glass, outside
+        the polygon), so the slide shows through."""
+        alpha = np.full(self.image.shape[:2], 255, np.uint8)
+        if self.mask is not None:
+            alpha[~self.mask] = 0
+        return np.concatenate([self.rgb_uint8(), alpha[..., None]], axis=-1)
 
 
 def window_tiles(
@@ -266,6 +275,7 @@ def stain_region(
     samples: int = 1,
     mpp: float | None = None,
     output_mpp: float | None = None,
+    min_tissue: float | None = None,
     batch_size: int = 4,
     overlap: int | None = None,
     progress: Progress | None = None,
@@ -275,20 +285,24 @@ def stain_region(
 
     The model runs at ``mpp`` (default: its own); a model that renders detail draws the
     result at ``output_mpp`` (e.g. the slide's own pixel size; default: the model's grid),
-    on the source's own cells at that resolution.
+    on the source's own cells at that resolution. With ``min_tissue``, tiles with less
+    tissue than that fraction (the slide's tissue map, as whole-slide jobs use) are
+    skipped; the result's ``mask`` says which pixels were stained.
     """
     started = time.perf_counter()
     grid = Grid.for_region(slide, region, mpp if mpp is not None else model.mpp)
     detail = grid.detail_for(slide, output_mpp) if model.renders_detail else 1
     mask = grid.mask()
-    tissue: TileFilter | None = None
-    if mask is not None:
-        inside = mask
+    tissue_map = slide_tissue(slide) if min_tissue is not None else None
 
-        def in_polygon(tile: Region) -> bool:  # any pixel of the tile inside the polygon
-            return bool(inside[tile.y : tile.y + tile.height, tile.x : tile.x + tile.width].any())
+    def tissue(tile: Region) -> bool:
+        if (
+            mask is not None
+            and not mask[tile.y : tile.y + tile.height, tile.x : tile.x + tile.width].any()
+        ):
+            return False
+        return tissue_map is None or tissue_map.has_tissue(grid.to_level0(tile), min_tissue or 0.0)
 
-        tissue = in_polygon
     mean, std = stain_grid(
         slide,
         grid,
@@ -302,6 +316,17 @@ def stain_region(
         progress=progress,
         cancel=cancel,
     )
+    t = model.tile_size
+    overlap = t // 4 if overlap is None else overlap
+    whole = Region(0, 0, grid.shape[1], grid.shape[0])
+    stained = np.zeros((grid.shape[0] * detail, grid.shape[1] * detail), bool)
+    for tile in window_tiles(grid.shape, t, overlap, whole, tissue):
+        stained[
+            detail * tile.y : detail * (tile.y + t), detail * tile.x : detail * (tile.x + t)
+        ] = True
+    polygon = grid.mask(detail)
+    if polygon is not None:
+        stained &= polygon
     scale, translate = grid.placement(slide.mpp, detail)
     source = grid.read(slide, Region(0, 0, grid.shape[1], grid.shape[0]), detail)
     metadata = {
@@ -317,6 +342,7 @@ def stain_region(
         "level": grid.level,
         "downsample": grid.downsample,
         "detail": detail,
+        "min_tissue": min_tissue,
         "seed": seed,
         "samples": samples,
         "seconds": round(time.perf_counter() - started, 3),
@@ -329,7 +355,7 @@ def stain_region(
         translate,
         "micrometer" if slide.mpp else "pixel",
         std,
-        grid.mask(detail),
+        stained,
         metadata,
         source,
     )

@@ -134,9 +134,9 @@ def result_layers(result: StainResult, image: Image, target: str) -> list[LayerD
     label = target.split(":", 1)[-1] if target.startswith("IHC") else target
     name = f"{image.name} [virtual {label}]"
     layers: list[LayerData] = []
-    if result.channels == ("R", "G", "B"):
-        layers.append((result.rgb_uint8(), {"name": name, "rgb": True, "metadata": meta, **place},
-                       "image"))  # fmt: skip
+    if result.channels == ("R", "G", "B"):  # RGBA: glass and skipped tiles see-through
+        layers.append((result.rgba_uint8(), {"name": name, "rgb": True, "metadata": meta,
+                                             **place}, "image"))  # fmt: skip
     else:
         for i, marker in enumerate(result.channels):
             kwargs = {

@@ -8,6 +8,7 @@ import napari
 from magicgui.widgets import Container, Label, PushButton, SpinBox
 
 from napari_mupd.engine.sampling import PipelineTileModel
+from napari_mupd.engine.tissue import MIN_TISSUE
 from napari_mupd.engine.virtual_stain import StainResult, stain_region
 from napari_mupd.errors import ConditionError, MuPDError, RegionError
 from napari_mupd.eval.structure import structure_or_none
@@ -95,6 +96,7 @@ class VirtualStainWidget(Container):
                         seed=seed,
                         samples=samples,
                         output_mpp=out_mpp,
+                        min_tissue=MIN_TISSUE,
                         progress=progress,
                         cancel=cancel,
                     )
