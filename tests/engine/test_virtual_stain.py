@@ -221,3 +221,31 @@ def test_pipeline_tile_model_stains_with_a_tiny_mupd():
     assert mif.channels == ("CD8", "CD3")
     with pytest.raises(Exception, match="not a staining target"):
         PipelineTileModel(pipe, "H&E")
+
+
+def test_glass_is_skipped_and_left_see_through():
+    """With min_tissue, tiles over glass are not stained, and the RGBA image is
+    transparent there and opaque over the tissue, as the slide's tissue map says."""
+    from napari_mupd.engine.tissue import MIN_TISSUE, slide_tissue
+
+    calls = []
+
+    class Counting(Constant):
+        def __call__(self, sources, noise, cancel):
+            calls.append(len(sources))
+            return super().__call__(sources, noise, cancel)
+
+    with open_slide(CMU1) as slide:
+        region = Region(0, 0, 1200, 1200)  # the sample's top left is mostly glass
+        every = stain_region(slide, region, Constant(tile_size=128))
+        result = stain_region(slide, region, Counting(tile_size=128), min_tissue=MIN_TISSUE)
+        tissue = slide_tissue(slide)
+    assert every.mask.all()  # without min_tissue, every tile is stained
+    assert 0 < result.mask.mean() < 1
+    rgba = result.rgba_uint8()
+    assert (rgba[..., 3][~result.mask] == 0).all() and (rgba[..., 3][result.mask] == 255).all()
+    assert (result.image[~result.mask] == 1.0).all()  # skipped: white under the alpha
+    ys, xs = np.nonzero(~result.mask)
+    points = zip(ys[::997], xs[::997], strict=True)
+    glass = [tissue.fraction(Region(int(x), int(y), 1, 1)) for y, x in points]
+    assert np.mean(glass) < 0.2  # what was skipped is glass on the tissue map
