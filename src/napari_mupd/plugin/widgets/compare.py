@@ -207,12 +207,20 @@ class CompareStainsWidget(Container):
             return compare_stains(source, target, valid, markers=(_marker(virtual),))
 
         self.status.value = "computing metrics ..."
-        self.measuring.start("Compare stains", job, self.show_metrics)
+        structure = virtual.metadata.get("structure_r")
 
-    def show_metrics(self, comparison: Comparison) -> None:
-        """Fill the table and draw real against virtual marker intensity."""
+        def show(comparison: Comparison) -> None:
+            self.show_metrics(comparison, structure)
+
+        self.measuring.start("Compare stains", job, show)
+
+    def show_metrics(self, comparison: Comparison, structure: float | None = None) -> None:
+        """Fill the table and draw real against virtual marker intensity; ``structure`` is
+        the virtual stain's structure r against its own source (from its provenance)."""
         self.comparison = comparison
         rows = comparison.rows()
+        if structure is not None:
+            rows = [("structure r (virtual vs its H&E)", float(structure)), *rows]
         self.table.value = {
             "data": [[round(v, 4)] for _, v in rows],
             "index": [name for name, _ in rows],
