@@ -89,7 +89,9 @@ def test_job_writes_an_ome_zarr_that_peers_read(tiny_model, tmp_path):
 
 
 def test_killed_job_resumes_to_the_same_result(tiny_model, tmp_path):
-    reference = run_job(spec(tiny_model, tmp_path / "straight.ome.zarr"))
+    with open_slide(CMU1) as slide:  # `mupd stain` draws IHC at the slide's pixel size
+        slide_mpp = slide.mpp[0]
+    reference = run_job(spec(tiny_model, tmp_path / "straight.ome.zarr", output_mpp=slide_mpp))
     out = tmp_path / "resumed.ome.zarr"
     cmd = [sys.executable, "-m", "napari_mupd.cli", *stain_args(tiny_model, "0,0,1400,1100", out)]
     process = subprocess.Popen(
@@ -128,17 +130,20 @@ def test_ome_tiff_output_opens_in_tifffile_and_openslide(tiny_model, tmp_path):
 
     out = tmp_path / "ki67.ome.tif"
     assert main(stain_args(tiny_model, "0,0,1400,1100", out)) == 0
-    with tifffile.TiffFile(out) as tif:
-        assert tif.is_ome and tif.series[0].shape == (549, 699, 3)
+    with tifffile.TiffFile(out) as tif:  # drawn at the slide's 0.499 um/px: 2x the grid
+        assert tif.is_ome and tif.series[0].shape == (1098, 1398, 3)
         assert len(tif.series[0].levels) >= 2
-    assert openslide.OpenSlide(str(out)).dimensions == (699, 549)
+    assert openslide.OpenSlide(str(out)).dimensions == (1398, 1098)
     assert not (tmp_path / "ki67.ome.tif.partial.ome.zarr").exists()
 
 
-def test_flat_png_output(tiny_model, tmp_path):
+def test_flat_png_output(tiny_model, tmp_path, capsys):
     out = tmp_path / "ki67.png"
-    assert main(stain_args(tiny_model, "100,100,256,256", out)) == 0
-    assert Image.open(out).size == (128, 128)
+    assert main(stain_args(tiny_model, "1000,1000,256,256", out)) == 0
+    assert Image.open(out).size == (256, 256)  # IHC drawn at the slide's own resolution
+    assert "structure r" in capsys.readouterr().out
+    assert main([*stain_args(tiny_model, "1000,1000,256,256", out), "--output-mpp", "model"]) == 0
+    assert Image.open(out).size == (128, 128)  # the model's 1 um/px grid
 
 
 def test_job_errors(tiny_model, tmp_path, capsys):

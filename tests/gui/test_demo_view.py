@@ -28,7 +28,7 @@ def test_view_lays_the_stain_over_its_region(demo_out):
     slide_layer, stain = viewer.layers
     assert stain.name == "virtual IHC:Ki67" and stain.opacity == pytest.approx(0.8)
     attrs = zarr.open_group(str(out / "IHC-Ki67.ome.zarr"), mode="r").attrs["napari_mupd"]
-    x, y, d = attrs["region"]["x"], attrs["region"]["y"], attrs["downsample"]
+    x, y, d = attrs["region"]["x"], attrs["region"]["y"], attrs["output_downsample"]
     # output pixel (0, 0) covers level-0 pixels [y, y + d): its centre is y + (d - 1) / 2
     np.testing.assert_allclose(
         stain.data_to_world((0, 0)), slide_layer.data_to_world((y + (d - 1) / 2, x + (d - 1) / 2))
@@ -48,5 +48,5 @@ def test_napari_ome_zarr_opens_the_output(tmp_path, tiny_model_dir, make_napari_
         level0 = layer.data[0] if layer.multiscale else layer.data
         np.testing.assert_array_equal(np.asarray(level0), rgb[c])
         np.testing.assert_allclose(
-            layer.scale, [group.attrs["napari_mupd"]["downsample"] * 0.499] * 2
+            layer.scale, [group.attrs["napari_mupd"]["output_downsample"] * 0.499] * 2
         )

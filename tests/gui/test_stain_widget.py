@@ -58,12 +58,15 @@ def test_ihc_layer_lies_over_its_region(setup, qtbot):
     run_and_wait(qtbot, widget)
     (layer,) = widget.added
     assert layer.name == "CMU-1-Small-Region [virtual Ki67]"
-    assert layer.rgb and layer.data.dtype == np.uint8
+    assert layer.rgb and layer.data.dtype == np.uint8 and layer.data.shape[2] == 4  # RGBA
     meta = layer.metadata
     assert meta["region"]["x"] == x and meta["region"]["width"] == w
     assert meta["target"] == "IHC:Ki67" and len(meta["model_hash"]) == 64
-    d = meta["downsample"]
-    assert layer.data.shape[:2] == (round(h / d), round(w / d))
+    assert -1 <= meta["structure_r"] <= 1  # the stain's nuclei against the H&E's
+    d = meta["output_downsample"]  # IHC is drawn at the slide's own pixel size
+    assert d == pytest.approx(1.0, abs=0.01)
+    k, grid = meta["detail"], meta["downsample"]  # the model's grid, k times finer
+    assert layer.data.shape[:2] == (k * round(h / grid), k * round(w / grid))
     # level-0 pixel (r, c) falls in output pixel ((r - y) // d, (c - x) // d)
     for r, c in [(y, x), (y + h - 1, x + w - 1), (y + 77, x + 130)]:
         world = slide_layer.data_to_world((r, c))
@@ -73,7 +76,7 @@ def test_ihc_layer_lies_over_its_region(setup, qtbot):
 
 def test_mif_gives_one_additive_layer_per_marker_and_uncertainty(setup, qtbot):
     viewer, slide_layer, widget = setup
-    add_rectangle(viewer, slide_layer, 400, 300, 160, 160)
+    add_rectangle(viewer, slide_layer, 1000, 1000, 160, 160)  # tissue, not glass
     widget.model.target.value = "mIF:CD3,CD8"
     widget.samples.value = 2
     run_and_wait(qtbot, widget)
@@ -116,10 +119,10 @@ def test_bad_inputs_notify_and_keep_the_viewer(setup, qtbot, monkeypatch):
     assert not widget.runner.running and widget.added == []
     slide = widget.region.image()
     add_rectangle(viewer, slide, 0, 0, 2220, 2967)
-    monkeypatch.setattr(stain, "MAX_PIXELS", 500 * 500)  # the sample at 1 um/px: 1108 x 1481
+    monkeypatch.setattr(stain, "MAX_PIXELS", 500 * 500)  # IHC at the slide's 0.499 um/px
     widget.run.clicked.emit()
     assert not widget.runner.running and widget.added == []
-    with pytest.raises(RegionError, match="1108 x 1481 px"):
+    with pytest.raises(RegionError, match="2220 x 2967 px"):
         widget.check_size(slide, widget.region.regions())
     widget.model.folder.value = "/nonexistent/model"
     assert widget.model.target.choices == ()

@@ -342,6 +342,7 @@ def stain_region(
         "level": grid.level,
         "downsample": grid.downsample,
         "detail": detail,
+        "output_downsample": grid.downsample / detail,  # level-0 px per output pixel
         "min_tissue": min_tissue,
         "seed": seed,
         "samples": samples,
