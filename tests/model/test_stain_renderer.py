@@ -76,3 +76,53 @@ def test_pipeline_renders_ihc_on_a_finer_source(pipe, make_tile):
         pipe(image=source, detail=fine[:100], target="IHC:Ki67", num_inference_steps=1)
     with pytest.raises(ConditionError, match="give image too"):
         pipe(detail=fine, target="IHC:Ki67", num_inference_steps=1)
+
+
+def _blobs(seed: int, size: int = 64) -> torch.Tensor:
+    """A structure map of round 'nuclei' (OD 0.6) on a pale background (OD 0.05)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    s = np.full((size, size), 0.05, np.float32)
+    for cy, cx in rng.integers(4, size - 4, (40, 2)):
+        s[(yy - cy) ** 2 + (xx - cx) ** 2 <= 5] = 0.6
+    return torch.from_numpy(s)[None, None]
+
+
+def test_nuclear_readout_colours_whole_nuclei():
+    """Nuclear marker: every nucleus all brown or all blue, positive in proportion to its
+    DAB share, the same draw wherever a tile cuts it; other markers: nuclei stay blue."""
+    from scipy import ndimage
+
+    from napari_mupd.model.stain_renderer import POSITIVE_DAB, nuclear_readout
+
+    s = _blobs(0)
+    mixed = torch.cat([0.6 * s, torch.zeros_like(s), 0.4 * s], 1)  # 40 % DAB everywhere
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    out = nuclear_readout(mixed, s, 8, noise, nuclear_marker=True)[0].numpy()
+    labels, n = ndimage.label(s[0, 0].numpy() > 0.3)
+    share = out[2] / np.maximum(out[0] + out[2], 1e-9)
+    kinds = [np.unique(np.round(share[labels == i], 3)) for i in range(1, n + 1)]
+    assert all(len(k) == 1 and k[0] in (0.0, POSITIVE_DAB) for k in kinds)
+    positive = np.mean([k[0] > 0 for k in kinds])
+    assert 0.15 < positive < 0.65  # ~40 % of the nuclei, from draws
+    np.testing.assert_allclose(out[0] + out[2], (mixed[0, 0] + mixed[0, 2]).numpy(), rtol=1e-6)
+    again = nuclear_readout(mixed, s, 8, noise, nuclear_marker=True)[0].numpy()
+    np.testing.assert_array_equal(out, again)
+    # a window shifted by whole latent blocks sees the same nuclei draw the same
+    part = nuclear_readout(mixed[..., 16:, 16:], s[..., 16:, 16:], 8, noise[..., 2:, 2:], True)
+    inner = labels[16:, 16:]
+    whole = [i for i in range(1, n + 1) if (labels == i).sum() == (inner == i).sum()]
+    for i in whole:
+        a, b = out[2][labels == i], part[0, 2].numpy()[inner == i]
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    membrane = nuclear_readout(mixed, s, 8, noise, nuclear_marker=False)[0].numpy()
+    assert (membrane[2][labels > 0] == 0).all() and (membrane[2][labels == 0] > 0).all()
+
+
+def test_pipeline_nuclei_modes(pipe, make_tile):
+    source = make_tile(2)
+    cells = pipe(image=source, target="IHC:Ki67", num_inference_steps=2, generator=0)
+    mean = pipe(image=source, target="IHC:Ki67", num_inference_steps=2, generator=0, nuclei="mean")
+    assert cells.images.shape == mean.images.shape
+    with pytest.raises(ConditionError, match="nuclei must be"):
+        pipe(image=source, target="IHC:Ki67", num_inference_steps=1, nuclei="some")

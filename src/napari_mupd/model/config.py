@@ -18,6 +18,14 @@ CONFIG_NAME = "config.json"
 #: staining (see :mod:`napari_mupd.model.stain_renderer`).
 STAIN_CHANNELS = 4
 
+#: IHC markers whose DAB lies in the nucleus (positive nuclei are brown, the rest blue);
+#: the others stain membranes or cytoplasm and leave every nucleus blue.
+DEFAULT_NUCLEAR_MARKERS: tuple[str, ...] = (
+    "Ki67", "MKI67", "ER", "PR", "AR", "p53", "TP53", "p63", "p16", "FOXP3", "PHH3",
+    "SOX10", "TTF1", "GATA3", "CDX2", "MLH1", "MSH2", "MSH6", "PMS2", "WT1", "PAX8", "ERG",
+    "INSM1", "ATRX", "BAP1", "SMARCB1", "MYOD1", "SOX2", "OLIG2", "IDH1",
+)  # fmt: skip
+
 TargetKind = Literal["H&E", "IHC", "mIF"]
 
 #: A panel of common pathology marker genes: the default RNA feature set of the presets.
@@ -163,6 +171,7 @@ class MuPDConfig:
     # virtual IHC: the stain renderer and the normalisation of stain latents and sources
     stain_renderer: dict[str, Any] = field(default_factory=lambda: {"width": 32})
     stain_stats: dict[str, list[float]] = field(default_factory=lambda: identity_stats())
+    nuclear_markers: list[str] = field(default_factory=lambda: list(DEFAULT_NUCLEAR_MARKERS))
     # text stream
     text_vocab: list[str] = field(default_factory=lambda: list(DEFAULT_TEXT_VOCAB))
     text_max_tokens: int = 64
@@ -242,6 +251,10 @@ class MuPDConfig:
     def ihc_markers(self) -> list[str]:
         """The markers of the IHC targets."""
         return [m for t in self.targets for k, ms in [split_target(t)] if k == "IHC" for m in ms]
+
+    def is_nuclear(self, marker: str) -> bool:
+        """Whether an IHC marker stains nuclei (case-insensitive, see `nuclear_markers`)."""
+        return marker.lower() in {m.lower() for m in self.nuclear_markers}
 
     def mpp_for(self, spec: TargetSpec) -> float:
         """The pixel size (um/px) a target was trained at."""

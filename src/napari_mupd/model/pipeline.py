@@ -45,6 +45,7 @@ from napari_mupd.model.schedulers import (
 from napari_mupd.model.stain_renderer import (
     StainRenderer,
     compose_stains,
+    nuclear_readout,
     pooled_stains,
     source_structure,
     stain_densities,
@@ -59,6 +60,9 @@ if TYPE_CHECKING:
 SCHEDULER_CONFIG = "scheduler_config.json"
 HF_TEXT_DIR = "text_encoder"
 OutputType = Literal["np", "pil", "pt"]
+#: How virtual IHC colours nuclei: "cells" decides each nucleus (brown or blue, as an IHC
+#: shows them), "mean" leaves the renderer's mean-field mixture (the expected stain).
+NucleiMode = Literal["cells", "mean"]
 #: What `MuPDPipeline._build` makes: transformer, VAE, mIF VAE, text, RNA, image encoders
 #: and the stain renderer (None without IHC targets).
 Components = tuple[
@@ -425,16 +429,24 @@ class MuPDPipeline:
         return out, spec
 
     def decode_latents(
-        self, latents: Tensor, spec: TargetSpec, structure: Tensor | None = None
+        self,
+        latents: Tensor,
+        spec: TargetSpec,
+        structure: Tensor | None = None,
+        noise: Tensor | None = None,
+        nuclei: NucleiMode = "cells",
     ) -> Tensor:
         """Latent canvas -> images (N, C, H, W) in [0, 1] for the target's channels.
 
         IHC is rendered on ``structure``, the source H&E (N, 3, H, W) in [0, 1] at the
         latent's size times 8 or a multiple of it (the output's size); without one, on the
-        latent's own (smooth) nuclear density at 8x.
+        latent's own (smooth) nuclear density at 8x. ``nuclei="cells"`` then decides each
+        nucleus with draws from ``noise`` (the sampler's initial noise; see
+        `stain_renderer.nuclear_readout`).
         """
         if spec.kind == "IHC":
-            return self.render_ihc(latents[:, : len(spec.channels)], spec, structure)
+            z = latents[:, : len(spec.channels)]
+            return self.render_ihc(z, spec, structure, noise if nuclei == "cells" else None)
         if spec.kind == "H&E":
             return decode(self.vae, latents[:, : self.config.latent_channels])
         assert self.mif_vae is not None
@@ -443,9 +455,15 @@ class MuPDPipeline:
         idx = [slots.index(m.lower()) * c + j for m in spec.markers for j in range(c)]
         return decode_markers(self.mif_vae, latents[:, idx], len(spec.markers))
 
-    def render_ihc(self, latents: Tensor, spec: TargetSpec, structure: Tensor | None) -> Tensor:
+    def render_ihc(
+        self,
+        latents: Tensor,
+        spec: TargetSpec,
+        structure: Tensor | None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
         """Normalised stain latents (N, 4, h, w) -> IHC RGB (N, 3, H, W) drawn on
-        ``structure`` (see `decode_latents`)."""
+        ``structure``, nucleus by nucleus when ``noise`` is given (see `decode_latents`)."""
         assert self.stain_renderer is not None
         z = self._denormalise_latent(latents.float()).clamp(min=0)
         if structure is None:
@@ -453,7 +471,12 @@ class MuPDPipeline:
             s = nn.functional.interpolate(smooth, scale_factor=8, mode="bilinear")
         else:
             s = source_structure(structure.to(z.device))
-        return compose_stains(self.stain_renderer(z, s))
+        densities = self.stain_renderer(z, s)
+        if noise is not None and structure is not None:
+            factor = s.shape[-2] // z.shape[-2]
+            nuclear = self.config.is_nuclear(spec.markers[0])
+            densities = nuclear_readout(densities, s, factor, noise, nuclear)
+        return compose_stains(densities)
 
     # ----- sampling: the steps of __call__, in order -----
     def check_inputs(
@@ -617,10 +640,12 @@ class MuPDPipeline:
         spec: TargetSpec,
         output_type: str,
         structure: Tensor | None = None,
+        noise: Tensor | None = None,
+        nuclei: NucleiMode = "cells",
     ) -> np.ndarray | Tensor | list[Image.Image]:
         """Latents -> images in [0, 1] as ``output_type`` asks (see `MuPDPipelineOutput`)."""
         with self.autocast():
-            images = self.decode_latents(latents, spec, structure)
+            images = self.decode_latents(latents, spec, structure, noise, nuclei)
             images = images.float().permute(0, 2, 3, 1).cpu()
         if output_type == "np":
             return images.numpy()
@@ -690,6 +715,7 @@ class MuPDPipeline:
         callback_on_step_end: StepCallback | None = None,
         latents: Tensor | None = None,
         detail: object = None,
+        nuclei: NucleiMode = "cells",
     ) -> MuPDPipelineOutput:
         """Generate tiles of `target` from any subset of text, RNA and image.
 
@@ -708,6 +734,8 @@ class MuPDPipeline:
         `generator`.
         detail: for IHC, the source at a finer pixel size (its sides k times the source's,
         k an integer): the stain is rendered on its nuclei, and the output has its size.
+        nuclei: for IHC, "cells" (default) draws each nucleus brown or blue as an IHC shows
+        it; "mean" keeps the expected stain per pixel (a mixture, best for correlations).
         """
         spec, steps, scales = self.check_inputs(
             target,
@@ -721,7 +749,9 @@ class MuPDPipeline:
         conditions = self.encode_conditions(spec, text, rna, image, num_images, detail)
         size = self._output_size(spec, conditions.source, height, width)
         generator, seed = _resolve_generator(generator)
-        x = self.prepare_latents(spec, conditions.n, size, generator, latents)
+        if nuclei not in ("cells", "mean"):
+            raise ConditionError(f"nuclei must be 'cells' or 'mean', got {nuclei!r}")
+        x = noise = self.prepare_latents(spec, conditions.n, size, generator, latents)
 
         def velocity(x: Tensor, t: float) -> Tensor:
             return self.predict_velocity(
@@ -730,7 +760,9 @@ class MuPDPipeline:
 
         x, done = self.denoise(x, velocity, steps, callback_on_step_end)
         return MuPDPipelineOutput(
-            images=self.decode(x, spec, output_type, conditions.structure),
+            images=self.decode(
+                x, spec, output_type, conditions.structure, noise[:, list(spec.channels)], nuclei
+            ),
             target=spec.name,
             channels=("R", "G", "B") if spec.kind != "mIF" else spec.markers,
             seed=seed,

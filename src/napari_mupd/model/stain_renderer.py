@@ -24,6 +24,7 @@ on and around the positive cells rather than exactly on their membranes.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -35,6 +36,8 @@ from napari_mupd.model.config import STAIN_CHANNELS
 FACTOR = 8
 #: Scale of the renderer's additive (off-structure) densities.
 _OFFSET_SCALE = 0.1
+#: Optical density added to the structure and its block mean before their ratio (glass).
+_EPS = 0.02
 
 
 def stain_densities(rgb: Tensor) -> Tensor:
@@ -80,18 +83,20 @@ def source_structure(rgb: Tensor) -> Tensor:
 class StainRenderer(nn.Module):
     """Stain latent + full-resolution structure map -> haematoxylin and DAB densities.
 
-    Per pixel the network predicts four non-negative maps ``a, b, c_h, c_d`` from the
-    structure ``s``, its mean over the latent's block and the latent (bilinearly
-    upsampled), and
-    returns ``H = a s + c_h``, ``DAB = b s + c_d`` (eosin 0): where the structure is empty
-    (glass) and the latent says so, the output is white. Its receptive field is 5 px.
+    The structure enters only as its contrast ``r = s / mean(s)`` over the latent's block,
+    so how much stain there is comes from the latent alone and how it is laid out from the
+    structure: an H&E with twice the haematoxylin of the training IHC gives the same stain.
+    Per pixel the network predicts four non-negative maps ``a, b, c_h, c_d`` from ``r`` and
+    the latent (bilinearly upsampled: mean haematoxylin ``h``, mean DAB ``d``, ...) and
+    returns ``H = a r h + c_h``, ``DAB = b r d + c_d`` (eosin 0): glass, where the latent
+    has no stain, stays white. Its receptive field is 5 px.
     """
 
     def __init__(self, latent_channels: int = STAIN_CHANNELS, width: int = 32) -> None:
         super().__init__()
         self.latent_channels = latent_channels
         self.net = nn.Sequential(
-            nn.Conv2d(2 + latent_channels, width, 3, padding=1),
+            nn.Conv2d(1 + latent_channels, width, 3, padding=1),
             nn.GELU(),
             nn.Conv2d(width, width, 3, padding=1),
             nn.GELU(),
@@ -108,7 +113,63 @@ class StainRenderer(nn.Module):
         up = F.interpolate(latent.float(), size=size, mode="bilinear", align_corners=False)
         local = F.avg_pool2d(structure, factor) if factor > 1 else structure
         local = F.interpolate(local, size=size, mode="bilinear", align_corners=False)
-        a, b, ch, cd = F.softplus(self.net(torch.cat([structure, local, up], 1))).split(1, 1)
-        hema = a * structure + _OFFSET_SCALE * ch
-        dab = b * structure + _OFFSET_SCALE * cd
+        contrast = (structure.clamp(min=0) + _EPS) / (local.clamp(min=0) + _EPS)
+        a, b, ch, cd = F.softplus(self.net(torch.cat([contrast, up], 1))).split(1, 1)
+        hema = a * contrast * up[:, 0:1].clamp(min=0) + _OFFSET_SCALE * ch
+        dab = b * contrast * up[:, 1:2].clamp(min=0) + _OFFSET_SCALE * cd
         return torch.cat([hema, torch.zeros_like(hema), dab], dim=1)
+
+
+#: A pixel is nuclear where the structure is this many times its block mean and dense.
+NUCLEUS_CONTRAST, NUCLEUS_MIN_OD = 1.3, 0.15
+#: The share of a positive nucleus's optical density drawn as DAB (the rest stays blue).
+POSITIVE_DAB = 0.8
+
+
+def nuclear_readout(
+    densities: Tensor, structure: Tensor, factor: int, noise: Tensor, nuclear_marker: bool
+) -> Tensor:
+    """Decide the stain nucleus by nucleus, as IHC shows it.
+
+    The renderer spreads a block's DAB over all of its nuclei (a mean); a real IHC has
+    whole nuclei brown or blue. Nuclei are the connected pixels of ``structure`` (B, 1, H,
+    W) denser than `NUCLEUS_CONTRAST` times their block mean (blocks of ``factor`` px)
+    and `NUCLEUS_MIN_OD`. For a nuclear marker each nucleus turns positive (brown) with
+    probability equal to its share of DAB in ``densities`` (B, 3, H, W), so the expected
+    DAB is kept; the others turn blue. For membrane and cytoplasm markers every nucleus
+    is blue and the DAB around it stays. The draw for a nucleus comes from ``noise``
+    (B, C, H / factor, W / factor, the sampler's initial noise, one field over a whole
+    slide) at its centroid, hashed with the centroid's place in its block: tiles that
+    share a nucleus share its draw.
+    """
+    from scipy import ndimage
+
+    dens = densities.detach().float().cpu().numpy()
+    s = structure.detach().float().cpu().numpy()[:, 0]
+    z = noise.detach().float().cpu().numpy()
+    out = dens.copy()
+    for i in range(len(dens)):
+        h, d = dens[i, 0], dens[i, 2]
+        block = ndimage.zoom(s[i].reshape(s.shape[1] // factor, factor, -1, factor).mean((1, 3)),
+                             factor, order=1)  # fmt: skip
+        nuclei = (s[i] > NUCLEUS_CONTRAST * block) & (s[i] > NUCLEUS_MIN_OD)
+        labels, n = ndimage.label(nuclei)
+        if n == 0:
+            continue
+        total = h + d
+        if not nuclear_marker:
+            out[i, 0][nuclei], out[i, 2][nuclei] = total[nuclei], 0.0
+            continue
+        index = np.arange(1, n + 1)
+        share = ndimage.sum(d, labels, index) / np.maximum(ndimage.sum(total, labels, index), 1e-6)
+        cy, cx = np.asarray(ndimage.center_of_mass(nuclei, labels, index), float).reshape(-1, 2).T
+        by, bx = (cy // factor).astype(int), (cx // factor).astype(int)
+        seed = z[i][:, by, bx].T @ np.linspace(12.9898, 78.233, z.shape[1])
+        seed += 4.1414 * np.round(cy % factor) + 2.7183 * np.round(cx % factor)
+        draw = np.modf(np.abs(np.sin(seed) * 43758.5453))[0]
+        positive = np.zeros(n + 1, bool)
+        positive[1:] = draw < share
+        yes, no = positive[labels] & nuclei, ~positive[labels] & nuclei
+        out[i, 0][yes], out[i, 2][yes] = (1 - POSITIVE_DAB) * total[yes], POSITIVE_DAB * total[yes]
+        out[i, 0][no], out[i, 2][no] = total[no], 0.0
+    return torch.from_numpy(out).to(densities.device)
