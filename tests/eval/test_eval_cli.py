@@ -107,10 +107,11 @@ def test_heldout_evaluation_scores_model_and_baselines(heldout_config):
         pipe, heldout_config, steps=1, regression_steps=2, log=lambda _: None
     )
     stain = tables["ki67"]
-    assert list(stain.index)[:5] == [
-        "MuPD", "colour deconvolution", "linear colour map", "H&E darkness", "nearest neighbour"
+    assert list(stain.index)[:6] == [
+        "MuPD", "MuPD (mean read-out)", "colour deconvolution", "linear colour map",
+        "H&E darkness", "nearest neighbour",
     ]  # fmt: skip
-    assert len(stain) == 6 and stain["n_tiles"].iloc[0] > 0
+    assert len(stain) == 7 and stain["n_tiles"].iloc[0] > 0
     assert np.isfinite(stain["ssim"]).all() and np.isfinite(stain["structure_r"]).all()
     spots = tables["spots"]
     assert list(spots.columns) == ["n_tiles", "fid", "kid", "nuclei_distance"]

@@ -4,8 +4,9 @@ What ``mupd eval --config`` runs and what the model card reports: for each task 
 datasets hold out a test split (``holdout`` > 0), the checkpoint's tiles are scored
 against the real test tiles next to the baselines, fitted on the training split.
 
-- ``stain`` tasks: virtual stains of the test H&E tiles, paired with the real
-  (registered) IHC: Pearson r of DAB (per pixel and on 8-px blocks), structure r,
+- ``stain`` tasks: virtual stains of the test H&E tiles (as users see them, each nucleus
+  brown or blue; and the "mean read-out", the expected stain per pixel), paired with the
+  real (registered) IHC: Pearson r of DAB (per pixel and on 8-px blocks), structure r,
   SSIM, PSNR, DAB Dice, feature FID/KID, nuclei. Baselines, all fitted on the training
   split: colour deconvolution, a per-pixel linear colour map, the H&E's darkness, nearest
   neighbour, and a U-Net regression of the same parameter count as the transformer.
@@ -96,11 +97,10 @@ def evaluate_stain(
     train_src, train_tgt = sources(train), [s.image for s in train]
     target = test[0].target
     log(f"{task.name}: {len(test)} test tiles, {len(train)} training tiles ({target})")
-    methods = {
-        "MuPD": _generate(
-            pipe, 16, log, image=test_src, target=target, num_inference_steps=steps, generator=seed
-        )
-    }
+    kwargs = {"image": test_src, "target": target, "num_inference_steps": steps, "generator": seed}
+    methods = {"MuPD": _generate(pipe, 16, log, **kwargs)}
+    if pipe.config.resolve_target(target).kind == "IHC":  # the expected stain, per pixel
+        methods["MuPD (mean read-out)"] = _generate(pipe, 16, log, nuclei="mean", **kwargs)
     methods["colour deconvolution"] = list(
         ColourDeconvolutionBaseline(seed=seed).fit(train_src, train_tgt).predict(test_src)
     )

@@ -100,6 +100,7 @@ def learnability_config(root: Path, *, steps: int, renderer_steps: int, mpp: flo
             "depth": 4,
             "num_heads": 4,
             "targets": ["H&E", "IHC:Rule"],
+            "nuclear_markers": ["Rule"],  # its DAB sits on nuclei
             "mif_vae": None,
             "default_steps": {"H&E": 20, "IHC": 20, "mIF": 1},
         },
@@ -179,11 +180,16 @@ def run_learnability(
     sources, reals = _read(root / "test" / "he"), _read(root / "test" / "ihc")
     results: dict[str, dict[str, Any]] = {}
     for n in sampling_steps:
-        out = pipe(image=np.stack(sources), target="IHC:Rule", num_inference_steps=n, generator=0)
-        images = np.asarray(out.images)
-        results[f"MuPD ({n} step{'s' if n > 1 else ''})"] = score(
-            list(to_uint8(images)), reals, sources
-        )
+        for nuclei in ("cells", "mean"):
+            out = pipe(
+                image=np.stack(sources),
+                target="IHC:Rule",
+                num_inference_steps=n,
+                generator=0,
+                nuclei=nuclei,
+            )
+            name = f"MuPD ({n} step{'s' if n > 1 else ''}, {nuclei} read-out)"
+            results[name] = score(list(to_uint8(np.asarray(out.images))), reals, sources)
     train_he, train_ihc = _read(root / "train" / "he"), _read(root / "train" / "ihc")
     baseline = ColourDeconvolutionBaseline().fit(train_he, train_ihc)
     results["colour deconvolution"] = score(list(baseline.predict(sources)), reals, sources)
