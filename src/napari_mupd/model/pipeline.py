@@ -337,7 +337,9 @@ class MuPDPipeline:
             for c, m in sorted(self._modules().items())
             for k, v in sorted(m.state_dict().items())
         ]
-        key = tuple(v._version for _, _, v in tensors) + tuple(v.data_ptr() for _, _, v in tensors)
+        # inference tensors (weights loaded under inference_mode) have no version counter
+        versions = tuple(0 if v.is_inference() else v._version for _, _, v in tensors)
+        key = versions + tuple(v.data_ptr() for _, _, v in tensors)
         if self._hash is None or self._hash[0] != key:
             h = hashlib.sha256()
             for comp, name, v in tensors:
