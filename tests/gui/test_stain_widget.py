@@ -48,6 +48,8 @@ def test_targets_come_from_the_model(setup):
     widget.model.source.value = widget.model.source.choices[0]  # the bundled checkpoint
     assert "IHC:Ki67" in widget.model.target.choices
     assert "H&E" not in widget.model.target.choices
+    assert widget.model.target.value == "IHC:Ki67"  # the model's default, not the first
+    assert "read at 3.5 µm/px" in widget.model.about.value
 
 
 def test_ihc_layer_lies_over_its_region(setup, qtbot):

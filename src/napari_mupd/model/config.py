@@ -153,6 +153,8 @@ class MuPDConfig:
 
     name: str = "mupd"
     targets: list[str] = field(default_factory=lambda: ["H&E"])
+    #: the virtual stain front ends offer first (None: the first staining target)
+    default_target: str | None = None
     resolution: int = 256
     mpp: float = 0.5
     #: pixel size of the virtual-staining targets (IHC, mIF) when it differs from `mpp`
@@ -211,6 +213,11 @@ class MuPDConfig:
             if key in seen:
                 raise ConfigError(f"target {t!r} is listed twice")
             seen.add(key)
+        if self.default_target is not None:
+            try:
+                self.resolve_target(self.default_target)
+            except ConditionError as exc:
+                raise ConfigError(f"default_target: {exc}") from exc
         if self.mif_markers and self.mif_vae is None:
             raise ConfigError("mIF targets need a mif_vae config")
         if self.mif_vae is not None and self.mif_vae.get("in_channels", 3) != 1:

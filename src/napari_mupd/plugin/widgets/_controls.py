@@ -91,11 +91,17 @@ class ModelPicker(Container):
             return
         self._targets = [t for t in config.targets if t.split(":")[0] in self.kinds]
         self.target.reset_choices()
-        if self.multiple:  # one virtual stain to start with
-            virtual = [t for t in self._targets if config.resolve_target(t).uses_source]
-            self.target.value = virtual[:1] or self._targets[:1]
+        virtual = [t for t in self._targets if config.resolve_target(t).uses_source]
+        if config.default_target in self._targets:  # the model's own first choice
+            virtual = [config.default_target]
+        first = virtual[:1] or self._targets[:1]
+        if first:
+            self.target.value = first if self.multiple else first[0]
         name = Path(self.path).name if self.path else BUNDLED_MODEL
-        self.about.value = f"{name}: {config.resolution} px tiles at {config.mpp} µm/px"
+        about = f"{name}: {config.resolution} px tiles at {config.mpp:g} µm/px"
+        if config.stain_mpp is not None and "IHC" in self.kinds:
+            about += f"; virtual stains read at {config.stain_mpp:g} µm/px"
+        self.about.value = about
         for callback in self.on_config:
             callback(config)
 

@@ -54,7 +54,9 @@ class ExportTilesWidget(Container):
         )
         self.reference = CheckBox(value=True, text="real tile as reference for synthetic H&E")
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
-        self.steps = SpinBox(label="steps", value=0, min=0, max=1000, tooltip="0: the model's")
+        self.steps = SpinBox(
+            label="steps (0: model's)", value=0, min=0, max=1000, tooltip="0: the model's default"
+        )
         self.out = FileEdit(mode=FileDialogMode.EXISTING_DIRECTORY, label="output folder")
         self.run = PushButton(text="Run")
         self.cancel = PushButton(text="Cancel")

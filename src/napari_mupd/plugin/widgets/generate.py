@@ -59,7 +59,9 @@ class GenerateTissueWidget(Container):
         self.model = ModelPicker(kinds=("H&E",))
         self.n_tiles = SpinBox(label="tiles", value=4, min=1, max=64)
         self.layout_choice = ComboBox(choices=[STACK, GRID], value=GRID, label="show as")
-        self.steps = SpinBox(label="steps", value=0, min=0, max=500, tooltip="0: the model's")
+        self.steps = SpinBox(
+            label="steps (0: model's)", value=0, min=0, max=500, tooltip="0: the model's default"
+        )
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.run = PushButton(text="Generate")
         self.cancel = PushButton(text="Cancel")

@@ -36,7 +36,9 @@ class VirtualStainWidget(Container):
         self.region = RegionPicker(viewer)
         self.model = ModelPicker(kinds=("IHC", "mIF"))
         self.conditions = Conditions()
-        self.steps = SpinBox(label="steps", value=0, min=0, max=500, tooltip="0: the model's")
+        self.steps = SpinBox(
+            label="steps (0: model's)", value=0, min=0, max=500, tooltip="0: the model's default"
+        )
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.samples = SpinBox(
             label="samples", value=1, min=1, max=32, tooltip=">1: mean and uncertainty layer"
