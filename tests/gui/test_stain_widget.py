@@ -59,7 +59,7 @@ def test_ihc_layer_lies_over_its_region(setup, qtbot):
     widget.model.target.value = "IHC:Ki67"
     run_and_wait(qtbot, widget)
     (layer,) = widget.added
-    assert layer.name == "CMU-1-Small-Region [virtual Ki67]"
+    assert layer.name == "CMU-1-Small-Region [virtual Ki67, seed 0, 1001,503]"
     assert layer.rgb and layer.data.dtype == np.uint8 and layer.data.shape[2] == 4  # RGBA
     meta = layer.metadata
     assert meta["region"]["x"] == x and meta["region"]["width"] == w
@@ -84,11 +84,13 @@ def test_mif_gives_one_additive_layer_per_marker_and_uncertainty(setup, qtbot):
     run_and_wait(qtbot, widget)
     names = [layer.name for layer in widget.added]
     assert names == [
-        "CMU-1-Small-Region [virtual CD3]",
-        "CMU-1-Small-Region [virtual CD8]",
-        "CMU-1-Small-Region [virtual mIF:CD3,CD8] uncertainty",
+        "CMU-1-Small-Region [virtual CD3, seed 0, 1000,1000]",
+        "CMU-1-Small-Region [virtual CD8, seed 0, 1000,1000]",
+        "CMU-1-Small-Region [virtual mIF:CD3,CD8, seed 0, 1000,1000] uncertainty",
     ]
     cd3, cd8, std = widget.added
+    assert not std.visible and viewer.layers.selection.active is cd3  # the stain is active
+    assert cd3.colorbar.visible and std.colorbar.visible
     assert cd3.blending == cd8.blending == "additive"
     assert cd3.colormap.name != cd8.colormap.name
     assert cd3.metadata["marker"] == "CD3" and cd3.metadata["samples"] == 2

@@ -132,7 +132,9 @@ def result_layers(result: StainResult, image: Image, target: str) -> list[LayerD
     place = _placement(result, image)
     meta = {**result.metadata, "source_layer": image.name}
     label = target.split(":", 1)[-1] if target.startswith("IHC") else target
-    name = f"{image.name} [virtual {label}]"
+    region = result.metadata.get("region", {})
+    where = f"seed {result.metadata.get('seed', 0)}, {region.get('x', 0)},{region.get('y', 0)}"
+    name = f"{image.name} [virtual {label}, {where}]"
     layers: list[LayerData] = []
     if result.channels == ("R", "G", "B"):  # RGBA: glass and skipped tiles see-through
         layers.append((result.rgba_uint8(), {"name": name, "rgb": True, "metadata": meta,
@@ -140,7 +142,7 @@ def result_layers(result: StainResult, image: Image, target: str) -> list[LayerD
     else:
         for i, marker in enumerate(result.channels):
             kwargs = {
-                "name": f"{image.name} [virtual {marker}]",
+                "name": f"{image.name} [virtual {marker}, {where}]",
                 "colormap": MARKER_COLORMAPS[i % len(MARKER_COLORMAPS)],
                 "blending": "additive",
                 "contrast_limits": (0.0, 1.0),

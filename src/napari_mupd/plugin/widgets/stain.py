@@ -139,7 +139,13 @@ class VirtualStainWidget(Container):
         self.added = []
         for result in results:
             for data, kwargs, _ in result_layers(result, image, target):
-                self.added.append(self.viewer.add_image(data, **kwargs))
+                layer = self.viewer.add_image(data, **kwargs)
+                if not layer.rgb:  # marker intensities and uncertainty: what the colours mean
+                    layer.colorbar.visible = True
+                self.added.append(layer)
+        shown = [layer for layer in self.added if layer.visible]
+        if shown:  # the stain, not the hidden uncertainty, is the active layer
+            self.viewer.layers.selection.active = shown[0]
         seconds = sum(r.metadata["seconds"] for r in results)
         scores = [r.metadata["structure_r"] for r in results if r.metadata.get("structure_r")]
         kept = f"; structure r {min(scores):.2f}" if scores else ""
