@@ -21,3 +21,11 @@ def test_export_tiles_writes_resumes_and_refuses(tiny_model_dir, tmp_path, capsy
     assert main(args) == 0  # a rerun finds everything written
     assert main([*args, "--seed", "3"]) == 2
     assert "holds another export (different seed)" in capsys.readouterr().err
+
+
+def test_export_tiles_warns_when_fewer_tiles_fit(tiny_model_dir, tmp_path, capsys):
+    args = ["export-tiles", str(CMU1), "--out", str(tmp_path / "few"), "--model"]
+    args += [str(tiny_model_dir), "--roi", "900,1200,200,200", "--n", "5", "--target", "IHC:Ki67"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "warning: only" in err and "of the 5 tiles asked for fit" in err

@@ -11,7 +11,7 @@ import pytest
 
 from helpers import CMU1
 from napari_mupd import ConditionError, open_slide
-from napari_mupd.engine.export import export_tiles, plan_tiles, target_slug
+from napari_mupd.engine.export import export_tiles, plan_tiles, target_folder
 from napari_mupd.engine.virtual_stain import Grid
 from napari_mupd.errors import Cancelled, ExportError
 from napari_mupd.imaging.regions import Region
@@ -49,11 +49,11 @@ def tile_files(out: Path) -> set[str]:
     return {p.relative_to(out).as_posix() for p in out.glob("*/*") if p.is_file()}
 
 
-def test_target_slugs():
-    assert [target_slug(t) for t in ("IHC:Ki67", "H&E", "mIF:CD3,CD8")] == [
-        "ihc-ki67",
-        "he",
-        "mif-cd3-cd8",
+def test_target_folders():
+    assert [target_folder(t) for t in ("IHC:Ki67", "H&E", "mIF:CD3,CD8")] == [
+        "virtual_ki67",
+        "synthetic_he",
+        "virtual_cd3-cd8",
     ]
 
 
@@ -77,7 +77,7 @@ def test_export_writes_tiles_and_manifest(export, slide, pipe):
         if row["kind"] == "real":
             assert row["seed"] == row["text"] == ""
         else:
-            assert row["source"] == f"real/{row['id']}.png"
+            assert row["source"] == f"real_he/{row['id']}.png"
             assert (row["steps"], row["text"]) == ("4", "tumor")
             assert read_rgb(out / row["path"]).shape == (64, 64, 3)
     # the real tiles are the slide's pixels at the recorded place, on the model's grid
@@ -93,14 +93,14 @@ def test_export_writes_tiles_and_manifest(export, slide, pipe):
 
 def test_training_datasets_read_the_export(export):
     out = export.parent
-    pairs = PairedTileFolder(out / "real", out / target_slug("IHC:Ki67"), "IHC:Ki67", 64)
+    pairs = PairedTileFolder(out / "real_he", out / target_folder("IHC:Ki67"), "IHC:Ki67", 64)
     assert len(pairs) == 3
     sample = pairs[0]
     np.testing.assert_array_equal(
-        sample.source, read_rgb(out / "real" / f"{sample.meta['pair']}.png")
+        sample.source, read_rgb(out / "real_he" / f"{sample.meta['pair']}.png")
     )
     np.testing.assert_array_equal(
-        sample.image, read_rgb(out / "ihc-ki67" / f"{sample.meta['pair']}.png")
+        sample.image, read_rgb(out / "virtual_ki67" / f"{sample.meta['pair']}.png")
     )
     captioned = CaptionedTiles(out / "captions.csv", 64)
     assert len(captioned) == 3
@@ -116,7 +116,7 @@ def test_rerun_skips_written_tiles_and_resumes(export, slide, pipe):
     assert {f: (out / f).stat().st_mtime_ns for f in files} == stamps
     assert manifest_rows(out)[0] == rows
     # a lost tile is made again, identically
-    lost = out / next(f for f in files if f.startswith("ihc-ki67/"))
+    lost = out / next(f for f in files if f.startswith("virtual_ki67/"))
     before = lost.read_bytes()
     lost.unlink()
     export_tiles(slide, TISSUE, pipe, out, **SETTINGS)

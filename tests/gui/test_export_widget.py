@@ -68,7 +68,7 @@ def test_exports_the_tiles_of_a_rectangle(setup, qtbot):
         assert x <= int(r["x"]) and int(r["x"]) + int(r["size"]) <= x + w
         assert y <= int(r["y"]) and int(r["y"]) + int(r["size"]) <= y + h
     assert {r["text"] for r in table if r["kind"] != "real"} == {"tumor"}
-    assert len(PairedTileFolder(out / "real", out / "ihc-ki67", "IHC:Ki67", 64)) == 2
+    assert len(PairedTileFolder(out / "real_he", out / "virtual_ki67", "IHC:Ki67", 64)) == 2
 
 
 def test_cancel_stops_and_leaves_a_manifest(setup, qtbot):
@@ -77,7 +77,7 @@ def test_cancel_stops_and_leaves_a_manifest(setup, qtbot):
     widget.n_tiles.value = 50
     widget.steps.value = 300  # slow enough to cancel
     widget.run.clicked.emit()
-    qtbot.waitUntil(lambda: (out / "real").is_dir(), timeout=30_000)
+    qtbot.waitUntil(lambda: (out / "real_he").is_dir(), timeout=30_000)
     widget.cancel.clicked.emit()
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=30_000)
     assert "cancelled" in widget.status.value

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import sys
 
 
 def cmd_export_tiles(args: argparse.Namespace) -> int:
@@ -43,6 +45,14 @@ def cmd_export_tiles(args: argparse.Namespace) -> int:
             progress=progress,
         )
     print(f"wrote {manifest}")
+    real = sum(1 for row in csv.DictReader(manifest.open()) if row["kind"] == "real")
+    if args.n is not None and real < args.n:
+        print(
+            f"warning: only {real} of the {args.n} tiles asked for fit: tiles with at least "
+            f"{args.min_tissue:.0%} tissue in the region (a larger region or a lower "
+            "--min-tissue gives more)",
+            file=sys.stderr,
+        )
     return 0
 
 

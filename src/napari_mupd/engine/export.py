@@ -2,16 +2,16 @@
 
 An export folder (``<id>`` is ``<slide>_x<X>_y<Y>``, the tile's level-0 top-left)::
 
-    real/<id>.png         the real H&E tile, resampled to the model's pixel grid
-    ihc-ki67/<id>.png     a virtual stain of that tile (one folder per target)
-    he/<id>.png           synthetic H&E conditioned on text / RNA / the real tile
-    mif-cd3-cd8/<id>.tif  mIF targets: one uint8 plane per marker (C, H, W)
+    real_he/<id>.png          the real H&E tile, resampled to the model's pixel grid
+    virtual_ki67/<id>.png     a virtual stain of that tile (one folder per target)
+    synthetic_he/<id>.png     synthetic H&E conditioned on text / RNA / the real tile
+    virtual_cd3-cd8/<id>.tif  mIF targets: one uint8 plane per marker (C, H, W)
     rna.csv               the expression profile (gene,value), when one was given
     captions.csv          path,caption of the synthetic H&E made from a prompt
     manifest.csv          one row per written file (:data:`COLUMNS`)
     manifest.json         the same rows, the export's settings and whether it is complete
 
-``PairedTileFolder(out / "real", out / "ihc-ki67", "IHC:Ki67", tile_size)`` reads the
+``PairedTileFolder(out / "real_he", out / "virtual_ki67", "IHC:Ki67", tile_size)`` reads the
 pairs as they lie, ``CaptionedTiles(out / "captions.csv", tile_size)`` the captioned
 tiles. Files are written to a temporary name and renamed, so a file that exists is
 whole: a rerun with the same settings skips them and finishes the export.
@@ -42,7 +42,8 @@ from napari_mupd.imaging.regions import Region
 from napari_mupd.imaging.resize import resize
 from napari_mupd.io import Slide
 
-REAL = "real"
+#: Folder of the real H&E tiles; the others are named by `target_folder`.
+REAL = "real_he"
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSON = "manifest.json"
 RNA_CSV = "rna.csv"
@@ -84,9 +85,14 @@ class TileSpot:
     seed: int
 
 
-def target_slug(target: str) -> str:
-    """Folder name of a target: ``IHC:Ki67`` -> ``ihc-ki67``, ``H&E`` -> ``he``."""
-    return re.sub(r"[^a-z0-9]+", "-", target.replace("&", "").lower()).strip("-")
+def target_folder(target: str) -> str:
+    """Folder of a target's tiles, named so a real tile is never mistaken for a made one:
+    ``H&E`` -> ``synthetic_he``, ``IHC:Ki67`` -> ``virtual_ki67``, ``mIF:CD3,CD8`` ->
+    ``virtual_cd3-cd8``."""
+    kind, _, markers = target.partition(":")
+    if not markers:
+        return "synthetic_" + re.sub(r"[^a-z0-9]+", "", kind.lower())
+    return "virtual_" + re.sub(r"[^a-z0-9]+", "-", markers.lower()).strip("-")
 
 
 def plan_tiles(
@@ -247,7 +253,7 @@ def export_tiles(
                     **base,
                     "kind": "virtual" if spec.uses_source else "synthetic",
                     "target": spec.name,
-                    "path": f"{target_slug(spec.name)}/{spot.id}{suffix}",
+                    "path": f"{target_folder(spec.name)}/{spot.id}{suffix}",
                     "source": source,
                     "channels": ",".join(spec.markers) if spec.kind == "mIF" else "R,G,B",
                     "seed": spot.seed,
@@ -409,4 +415,4 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -
         writer.writerows(rows)
 
 
-__all__ = ["COLUMNS", "TileSpot", "export_tiles", "plan_tiles", "target_slug"]
+__all__ = ["COLUMNS", "TileSpot", "export_tiles", "plan_tiles", "target_folder"]

@@ -52,7 +52,8 @@ class ExportTilesWidget(Container):
             label="RNA",
             tooltip="optional CSV: gene,value per row",
         )
-        self.reference = CheckBox(value=True, text="real tile as reference for synthetic H&E")
+        # "&&": Qt shows a single "&" ("H&E" would read "HE", the "&" taken as a shortcut)
+        self.reference = CheckBox(value=True, text="real tile as reference for synthetic H&&E")
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.steps = SpinBox(
             label="steps (0: model's)", value=0, min=0, max=1000, tooltip="0: the model's default"
