@@ -40,9 +40,11 @@ def test_h5ad_opens_as_he_and_spots(make_napari_viewer):
     assert list(points.features["leiden"]) == list(adata.obs["leiden"].astype(str))
     for layer in (image, points):
         assert layer.metadata["visium"] == {"path": str(path), "kind": "h5ad"}
-    # one colour per cluster
-    colours = {c: {tuple(points.face_color[i]) for i in np.flatnonzero(points.features.leiden == c)}
-               for c in set(points.features.leiden)}  # fmt: skip
+    # one outline colour per cluster, and the H&E seen through the spots
+    assert (points.face_color[:, 3] == 0).all()
+    leiden = points.features.leiden
+    colours = {c: {tuple(points.border_color[i]) for i in np.flatnonzero(leiden == c)}
+               for c in set(leiden)}  # fmt: skip
     assert all(len(v) == 1 for v in colours.values())
     assert len({next(iter(v)) for v in colours.values()}) == len(colours)
     # every spot of this crop lies on tissue

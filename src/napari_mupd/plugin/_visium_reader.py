@@ -57,10 +57,10 @@ def read_visium(path: str | list[str]) -> list[LayerData]:
         "name": f"{name} spots",
         "size": spots.spot_diameter,
         "features": features,
-        "face_color": _face_colours(spots, features),
-        "border_color": "white",
-        "border_width": 0.05,
-        "opacity": 0.8,
+        # outlines in the cluster colours: the H&E under each spot stays visible
+        "face_color": "transparent",
+        "border_color": _face_colours(spots, features),
+        "border_width": 0.12,
         "metadata": provenance,
     }
     return [image, (spots.coords[:, ::-1].copy(), points_kwargs, "points")]
