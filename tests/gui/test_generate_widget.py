@@ -42,7 +42,10 @@ def test_prompt_gives_the_pipelines_tiles_as_a_grid(setup, qtbot, tiny_model_dir
     widget.seed.value = 7
     generate(qtbot, widget)
     (layer,) = widget.added
-    assert layer.name == "synthetic H&E [tumour with lymphocytes]"
+    assert layer.name == "synthetic H&E [tumour with lymphocytes, seed 7]"
+    (y0, x0), (y1, x1) = (np.asarray(e)[-2:] for e in layer.extent.world)
+    centre = np.asarray(widget.viewer.scene.camera.center)[-2:]
+    np.testing.assert_allclose(centre, ((y0 + y1) / 2, (x0 + x1) / 2))  # the view moved there
     assert layer.metadata["seed"] == 7 and layer.metadata["conditions"] == ["text"]
     pipe = MuPDPipeline.from_pretrained(tiny_model_dir)
     expected = pipe(text="tumour with lymphocytes", num_images=3, generator=7).images
@@ -70,6 +73,7 @@ def test_stack_with_rna_file_and_reference(setup, qtbot, tmp_path):
     assert sorted(layer.metadata["conditions"]) == ["image", "rna"]
     assert layer.metadata["reference_region"]["x"] == 500  # corner 500.5 -> pixel 500
     assert layer.translate[-1] > slide_layer.extent.world[1][-1]  # beside the slide
+    assert viewer.dims.axis_labels[0] == "sample"  # the stack's slider, not "-3"
 
 
 def test_no_condition_is_an_error_and_cancel_stops(setup, qtbot):

@@ -204,9 +204,27 @@ class GenerateTissueWidget(Container):
         layer = self.viewer.add_image(
             data,
             rgb=True,
-            name=f"synthetic H&E [{label[:40]}]",
+            name=f"synthetic H&E [{_short(label)}, seed {meta['seed']}]",
             metadata={"napari_mupd": "synthetic", **meta},
             **spatial,
         )
+        if data.ndim == 4:  # the stack's slider says what it steps through
+            self.viewer.dims.axis_labels = ("sample", *self.viewer.dims.axis_labels[-2:])
+        self._show(layer)
         self.added = [layer]
         self.status.value = f"{len(images)} tile(s), seed {meta['seed']}"
+
+    def _show(self, layer: napari.layers.Image) -> None:
+        """Centre the view on the new tiles and zoom so that they fit."""
+        (y0, x0), (y1, x1) = (np.asarray(e, float)[-2:] for e in layer.extent.world)
+        camera = self.viewer.scene.camera
+        camera.center = ((y0 + y1) / 2, (x0 + x1) / 2)
+        height, width = self.viewer.canvas.size
+        camera.zoom = 0.9 * min(height / (y1 - y0), width / (x1 - x0))
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """``text`` cut at a word boundary to at most ``limit`` characters, with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "…"
