@@ -167,3 +167,24 @@ def test_cancel_stops_within_one_tile_and_gui_stays_responsive(setup, qtbot):
     print(f"event loop: longest gap {gaps.max() * 1000:.0f} ms over {len(gaps)} ticks")
     assert len(gaps) > 50  # 10 ms ticks over at least a second: ~100 when the loop is free
     assert gaps.max() < 0.1, f"event loop blocked for {gaps.max() * 1000:.0f} ms"
+
+
+def test_progress_moves_the_activity_bar_and_says_the_time_left(setup, qtbot, monkeypatch):
+    """The napari progress bar advances with the tiles (its `update`, which the activity
+    dock follows) and the dock reads done/total with an estimate of the time left."""
+    from napari_mupd.plugin.widgets import _runner
+
+    _, _, widget = setup
+    runner = widget.runner
+    monkeypatch.setattr(_runner.time, "monotonic", lambda: 110.0)
+    runner._bar = _runner.progress(total=0, desc="Virtual Ki67")
+    runner._description = "Virtual Ki67"
+    runner._started = 100.0
+    updates: list[int] = []
+    monkeypatch.setattr(runner._bar, "update", lambda n: updates.append(n) or None)
+    runner._draw(28, 192)  # 10 s for 28 tiles: 164 more take about a minute
+    assert runner._bar.total == 192 and updates == [28]
+    assert widget.status.value == "Virtual Ki67: 28/192, about 59 s left"
+    assert _runner._duration(3 * 3600 + 65) == "3 h 1 min"
+    runner._bar.close()
+    runner._bar = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,7 @@ class TaskRunner(QObject):
         self._event = threading.Event()
         self._bar: progress | None = None
         self._description = name
+        self._started = time.monotonic()
         self.progressed.connect(self._draw)
 
     @property
@@ -71,6 +73,7 @@ class TaskRunner(QObject):
         self._event = threading.Event()
         self._description = description
         self._bar = progress(total=0, desc=description)
+        self._started = time.monotonic()
         worker = create_worker(
             job,
             self.progressed.emit,
@@ -107,10 +110,18 @@ class TaskRunner(QObject):
             self.status.value = text
 
     def _draw(self, done: int, total: int) -> None:
-        if self._bar is not None:
+        """Move the activity bar (``update`` is what napari's activity dock listens to) and
+        write ``done/total`` and the time left, from the rate so far, in the status line."""
+        if self._bar is None:
+            return
+        if self._bar.total != total:
             self._bar.total = total
-            self._bar.n = done
-            self._bar.refresh()
+        self._bar.update(done - self._bar.n)
+        elapsed = time.monotonic() - self._started
+        left = ""
+        if 0 < done < total and elapsed > 1:
+            left = f", about {_duration(elapsed / done * (total - done))} left"
+        self._say(f"{self._description}: {done}/{total}{left}")
 
     def _failed(self, exc: BaseException) -> None:
         self.fail(exc, self._description)
@@ -122,3 +133,11 @@ class TaskRunner(QObject):
         self.worker = None
         self.run_button.enabled = True
         self.cancel_button.enabled = False
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` for people: "40 s", "3 min", "1 h 5 min"."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
