@@ -174,3 +174,19 @@ def test_job_errors(tiny_model, tmp_path, capsys):
         == 2
     )
     assert "cannot tell the format" in capsys.readouterr().err
+
+
+def test_a_slide_without_pixel_size_needs_source_mpp(tiny_model, tmp_path, capsys):
+    """No silent 1 um/px: `mupd stain` refuses a slide that does not say its pixel size
+    until --source-mpp gives it, and then reads it at the model's scale."""
+    with open_slide(CMU1) as slide:
+        pixels = slide.read_region((800, 1200), 0, (512, 512))
+    plain = tmp_path / "no-mpp.png"
+    Image.fromarray(pixels).save(plain)
+    out = tmp_path / "stain.png"
+    args = ["stain", str(plain), "--model", tiny_model, "--target", "IHC:Ki67", "--steps", "1"]
+    assert main([*args, "--out", str(out)]) == 2
+    assert "--source-mpp" in capsys.readouterr().err
+    assert main([*args, "--out", str(out), "--source-mpp", "0.5", "--output-mpp", "model"]) == 0
+    assert Image.open(out).size == (256, 256)  # read at the model's 1 um/px: half the pixels
+    assert main([*args, "--out", str(out), "--source-mpp", "-1"]) == 2

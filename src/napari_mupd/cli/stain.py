@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari_mupd.errors import OutputError, RegionError
+from napari_mupd.errors import OutputError, RegionError, SlideError
 from napari_mupd.imaging.regions import Region
 
 if TYPE_CHECKING:
@@ -65,6 +65,20 @@ def output_mpp(text: str, slide: Slide) -> float | None:
     return value
 
 
+def check_source_mpp(slide: Slide, given: float | None) -> float | None:
+    """``--source-mpp`` when the slide needs it: a slide without a pixel size is refused
+    (the model would read it at a wrong scale), and a given one must be positive."""
+    if given is not None and not 0 < given < 100:
+        raise SlideError(f"--source-mpp must be micrometres per pixel (e.g. 0.5), got {given}")
+    if given is None and slide.mpp is None:
+        raise SlideError(
+            f"{slide.path.name} does not say its pixel size, and the model reads tissue at a "
+            "fixed one: give --source-mpp (micrometres per pixel; about 0.25 for a 40x scan, "
+            "0.5 for 20x)"
+        )
+    return given
+
+
 def cmd_stain(args: argparse.Namespace) -> int:
     """Stain ``--roi`` (default: the whole slide) and write it as ``--out`` says."""
     from napari_mupd.io import open_slide
@@ -77,6 +91,9 @@ def cmd_stain(args: argparse.Namespace) -> int:
     MuPDConfig.load(model).resolve_target(args.target)
     region = parse_roi(args.roi)
     with open_slide(args.slide) as slide:
+        source_mpp = check_source_mpp(slide, args.source_mpp)
+        if source_mpp is not None:
+            slide.mpp = (source_mpp, source_mpp)
         out_mpp = output_mpp(args.output_mpp, slide)
         if region is not None:
             region.check_within(slide.dimensions, slide.path.name)
@@ -99,6 +116,7 @@ def cmd_stain(args: argparse.Namespace) -> int:
         samples=args.samples,
         mpp=args.mpp,
         output_mpp=out_mpp,
+        source_mpp=source_mpp,
         guidance=args.guidance,
         device=device,
     )
@@ -177,6 +195,8 @@ def _stain_flat(spec: JobSpec) -> int:
         pipe, spec.target, text=spec.text, steps=spec.steps, guidance=spec.guidance, mpp=spec.mpp
     )
     with open_slide(spec.slide) as slide:
+        if spec.source_mpp is not None:
+            slide.mpp = (spec.source_mpp, spec.source_mpp)
         w, h = slide.dimensions
         region = spec.region or Region(0, 0, w, h)
         result = stain_region(
@@ -231,6 +251,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--samples", type=int, default=1, help=">1: mean and per-pixel std")
     st.add_argument("--guidance", type=float, default=1.0)
     st.add_argument("--mpp", type=float, help="pixel size to stain at (default: the model's)")
+    st.add_argument(
+        "--source-mpp",
+        type=float,
+        help="the slide's pixel size in micrometres, when its file does not say (required then)",
+    )
     st.add_argument(
         "--output-mpp",
         default="slide",

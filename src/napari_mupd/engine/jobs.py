@@ -60,6 +60,7 @@ class JobSpec:
     samples: int = 1
     mpp: float | None = None
     output_mpp: float | None = None  # IHC drawn this fine (None: the model's grid)
+    source_mpp: float | None = None  # the slide's pixel size when its file does not say
     guidance: float = 1.0
     chunk: int = 1024
     batch_size: int = 4
@@ -98,6 +99,8 @@ class _Context:
 
 def _context(spec: JobSpec) -> _Context:
     slide = _open(spec.slide)
+    if spec.source_mpp is not None:
+        slide.mpp = (spec.source_mpp, spec.source_mpp)
     device = spec.device
     if device in (None, "auto", "cuda") and "device" in _WORKER:
         device = _WORKER["device"]  # this worker's own GPU
