@@ -38,6 +38,8 @@ from napari_mupd.train.config import TaskConfig, TrainConfig
 from napari_mupd.train.datasets import Sample, build_dataset, sources
 
 DISTRIBUTION_COLUMNS = ["n_tiles", "fid", "kid", "nuclei_distance"]
+#: The dataset arguments that name an H&E source (to score each source once).
+SOURCE_KEYS = ("slide", "fixed_image", "image", "folder", "csv")
 Log = Callable[[str], None]
 
 
@@ -165,11 +167,19 @@ def _most_correlated(sample: Sample, train: list[Sample]) -> Sample:
 
 
 def evaluate_structure(
-    pipe: Any, config: TrainConfig, *, steps: int | None, seed: int, log: Log, demo_size: int = 512
+    pipe: Any,
+    config: TrainConfig,
+    *,
+    steps: int | None,
+    seed: int,
+    log: Log,
+    demo_size: int = 512,
+    max_tiles: int = 16,
 ) -> pd.DataFrame | None:
     """Structure r of virtual IHC on the held-out H&E tiles of every source of the config
-    (one row per dataset and IHC target), and on the bundled sample slide at `mupd demo`'s
-    settings (the model's pixel size, drawn at the slide's own): no paired IHC is needed."""
+    (one row per dataset and IHC target; the first ``max_tiles`` test tiles of each
+    dataset, each dataset once), and on the bundled sample slide at `mupd demo`'s settings
+    (the model's pixel size, drawn at the slide's own): no paired IHC is needed."""
     from napari_mupd.engine.sampling import PipelineTileModel
     from napari_mupd.engine.tissue import most_tissue_region
     from napari_mupd.engine.virtual_stain import stain_region
@@ -182,9 +192,18 @@ def evaluate_structure(
         return None
     size = pipe.config.resolution
     rows = []
+    seen: set[str] = set()
     for task in config.tasks:
-        for dataset in split_datasets(task, config, size, "test"):
-            tiles = [s.source if s.source is not None else s.image for s in _samples([dataset])]
+        for spec in task.data:
+            ((kind, args),) = spec.items()
+            image = next((args.get(k) for k in SOURCE_KEYS if args and args.get(k)), None)
+            key = repr(image or sorted((args or {}).items()))  # each H&E source once
+            if (args or {}).get("holdout", 0) <= 0 or key in seen:
+                continue
+            seen.add(key)
+            dataset = build_dataset({kind: {**args, "split": "test"}}, size, config.path)
+            samples = [dataset[i] for i in range(min(len(dataset), max_tiles))]
+            tiles = [s.source if s.source is not None else s.image for s in samples]
             name = getattr(dataset, "name", None) or type(dataset).__name__
             for target in targets:
                 virtual = _generate(
