@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--out", help="work folder (default: a temporary one)")
     args = parser.parse_args()
-    root = Path(args.out or tempfile.mkdtemp(prefix="mupd-finetune-"))
+    root = Path(args.out or tempfile.mkdtemp(prefix="mupd-finetune-")).resolve()
     base = Path(args.base) if args.base else root / "base" / "final"
     if args.train_base:
         start = time.perf_counter()

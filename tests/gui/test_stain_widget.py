@@ -188,3 +188,25 @@ def test_progress_moves_the_activity_bar_and_says_the_time_left(setup, qtbot, mo
     assert _runner._duration(3 * 3600 + 65) == "3 h 1 min"
     runner._bar.close()
     runner._bar = None
+
+
+def test_a_layer_without_pixel_size_asks_for_it(setup, qtbot):
+    """A plain image layer (no pixel size) is not stained as if 1 px were 1 um: the dock
+    asks for its pixel size, then lays the stain over it in its own pixel units."""
+    viewer, slide_layer, widget = setup
+    assert not widget.slide_mpp.enabled and widget.slide_mpp.value == pytest.approx(0.499)
+    pixels = np.asarray(slide_layer.data[0][1000:1512, 800:1312])
+    plain = viewer.add_image(pixels, rgb=True, name="plain")
+    widget.region.source.value = plain
+    assert widget.slide_mpp.enabled and widget.slide_mpp.value == 0
+    corners = np.array([[100 - 0.5, 120 - 0.5], [292 - 0.5, 376 - 0.5]])
+    viewer.add_shapes([corners], shape_type="rectangle")
+    widget.run.clicked.emit()  # refused: no pixel size
+    assert not widget.runner.running and widget.added == []
+    assert "slide µm/px" in widget.status.value
+    widget.slide_mpp.value = 0.5
+    run_and_wait(qtbot, widget)
+    (layer,) = widget.added
+    assert layer.metadata["output_downsample"] == pytest.approx(1.0, abs=0.01)
+    np.testing.assert_allclose(layer.scale, [layer.metadata["output_downsample"]] * 2)
+    np.testing.assert_allclose(layer.data_to_world((0, 0)), (100, 120), atol=0.02)

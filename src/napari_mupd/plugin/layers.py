@@ -111,13 +111,17 @@ def region_from_view(viewer: napari.components.ViewerModel, image: Image) -> Reg
     return Region(x0, y0, x1 - x0, y1 - y0)
 
 
-def _placement(result: StainResult, image: Image) -> dict[str, Any]:
-    """scale/translate/units that lay a result over ``image`` (which may be moved)."""
+def _placement(
+    result: StainResult, image: Image, source_mpp: float | None = None
+) -> dict[str, Any]:
+    """scale/translate/units that lay a result over ``image`` (which may be moved);
+    ``source_mpp``: the pixel size the user gave a source whose file has none."""
     sy, sx = result.scale
     ty, tx = result.translate
     base_scale = np.asarray(image.scale[-2:], float)
     # results are in the slide's physical units when it has a pixel size, else pixels
-    unit = np.asarray(layer_mpp(image) or (1.0, 1.0), float)
+    given = (source_mpp, source_mpp) if source_mpp else None
+    unit = np.asarray(layer_mpp(image) or given or (1.0, 1.0), float)
     factor = base_scale / unit
     offset = np.asarray(image.translate[-2:], float)
     return {
@@ -127,9 +131,12 @@ def _placement(result: StainResult, image: Image) -> dict[str, Any]:
     }
 
 
-def result_layers(result: StainResult, image: Image, target: str) -> list[LayerData]:
-    """Layers for a stain of ``image``: RGB, or one additive layer per marker, plus std."""
-    place = _placement(result, image)
+def result_layers(
+    result: StainResult, image: Image, target: str, source_mpp: float | None = None
+) -> list[LayerData]:
+    """Layers for a stain of ``image``: RGB, or one additive layer per marker, plus std
+    (``source_mpp``: see `_placement`)."""
+    place = _placement(result, image, source_mpp)
     meta = {**result.metadata, "source_layer": image.name}
     label = target.split(":", 1)[-1] if target.startswith("IHC") else target
     region = result.metadata.get("region", {})

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import napari
-from magicgui.widgets import Container, Label, PushButton, SpinBox
+from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, SpinBox
 
 from napari_mupd.engine.sampling import PipelineTileModel
 from napari_mupd.engine.tissue import MIN_TISSUE
 from napari_mupd.engine.virtual_stain import StainResult, stain_region
-from napari_mupd.errors import ConditionError, MuPDError, RegionError
+from napari_mupd.errors import ConditionError, MuPDError, RegionError, SlideError
 from napari_mupd.eval.structure import structure_or_none
 from napari_mupd.imaging.regions import Region
 from napari_mupd.model.loading import using_pipeline
@@ -34,6 +34,9 @@ class VirtualStainWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
         self.region = RegionPicker(viewer)
+        self.slide_mpp = FloatSpinBox(
+            label="slide µm/px", value=0.0, min=0.0, max=100.0, step=0.001
+        )  # the source's pixel size: from its file, or set here when the file does not say
         self.model = ModelPicker(kinds=("IHC", "mIF"))
         self.conditions = Conditions()
         self.steps = SpinBox(
@@ -49,6 +52,7 @@ class VirtualStainWidget(Container):
         super().__init__(
             widgets=[
                 self.region,
+                self.slide_mpp,
                 self.model,
                 self.conditions,
                 self.steps,
@@ -60,12 +64,42 @@ class VirtualStainWidget(Container):
         )
         self.runner = TaskRunner("Virtual stain", self.run, self.cancel, self.status)
         self.run.changed.connect(self.start)
+        self.region.source.changed.connect(self.show_pixel_size)
+        self.show_pixel_size()
         self.added: list[Any] = []  # layers added by the last run
+
+    def show_pixel_size(self) -> None:
+        """Show the source's pixel size; let the user give it when the file does not."""
+        layer = self.region.source.value
+        mpp = layer_mpp(layer) if layer is not None else None
+        self.slide_mpp.enabled = mpp is None
+        if mpp is not None:
+            self.slide_mpp.value = round(mpp[0], 4)
+            self.slide_mpp.tooltip = "from the slide's file"
+        else:
+            self.slide_mpp.value = 0.0
+            self.slide_mpp.tooltip = (
+                "the file does not say: set it (about 0.25 for a 40x scan, 0.5 for 20x); "
+                "the model reads tissue at a fixed pixel size"
+            )
+
+    def source_mpp(self, image: napari.layers.Image) -> float | None:
+        """The pixel size the user gave for a source whose file has none (None: it has
+        one); a `SlideError` when neither says, rather than a stain at a wrong scale."""
+        if layer_mpp(image) is not None:
+            return None
+        if self.slide_mpp.value <= 0:
+            raise SlideError(
+                f"{image.name!r} does not say its pixel size: set 'slide µm/px' (about 0.25 "
+                "for a 40x scan, 0.5 for 20x)"
+            )
+        return float(self.slide_mpp.value)
 
     def start(self) -> None:
         """Gather the inputs on the GUI thread and stain in a worker thread."""
         try:
             image, regions = self.region.image(), self.region.regions()
+            given_mpp = self.source_mpp(image)
             target = self.model.target.value
             if not target:
                 raise ConditionError("the model has no virtual staining target")
@@ -84,6 +118,8 @@ class VirtualStainWidget(Container):
                     pipe, target, text=text, rna=rna, steps=steps, guidance=guidance
                 )
                 slide = layer_slide(image)
+                if given_mpp is not None:
+                    slide.mpp = (given_mpp, given_mpp)
                 out_mpp = slide.mpp[0] if slide.mpp else None
                 results = []
                 for i, region in enumerate(regions):
@@ -110,7 +146,9 @@ class VirtualStainWidget(Container):
 
         self.status.value = f"staining {len(regions)} region(s) with {target} ..."
         self.runner.start(
-            f"Virtual {target}", job, lambda results: self.add_results(results, image, target)
+            f"Virtual {target}",
+            job,
+            lambda results: self.add_results(results, image, target, given_mpp),
         )
 
     def check_size(self, image: napari.layers.Image, regions: list[Region]) -> None:
@@ -133,12 +171,16 @@ class VirtualStainWidget(Container):
                 )
 
     def add_results(
-        self, results: list[StainResult], image: napari.layers.Image, target: str
+        self,
+        results: list[StainResult],
+        image: napari.layers.Image,
+        target: str,
+        given_mpp: float | None = None,
     ) -> None:
         """Add the results over the source layer."""
         self.added = []
         for result in results:
-            for data, kwargs, _ in result_layers(result, image, target):
+            for data, kwargs, _ in result_layers(result, image, target, given_mpp):
                 layer = self.viewer.add_image(data, **kwargs)
                 if not layer.rgb:  # marker intensities and uncertainty: what the colours mean
                     layer.colorbar.visible = True
