@@ -10,7 +10,13 @@ import pytest
 from skimage import data
 
 from napari_mupd.errors import EvalError, MetricWarning
-from napari_mupd.eval.compare import compare_stains
+from napari_mupd.eval.compare import (
+    READING_GUIDE,
+    compare_stains,
+    format_count,
+    format_db,
+    format_score,
+)
 from napari_mupd.imaging.resize import resample
 from napari_mupd.imaging.stains import compose_stains, stain_densities
 
@@ -120,3 +126,49 @@ def test_resample_shifts_and_marks_missing_pixels(ihc):
     out, valid = resample(ihc[..., 0].astype(np.float32), shift, (200, 220))
     assert out.dtype == np.float32 and out.shape == (200, 220)
     assert valid[:158, :197].all() and not valid[158:].any() and not valid[:, 197:].any()
+
+
+def test_tissue_only_leaves_the_glass_out(ihc):
+    """The same tissue on both sides and glass beside it that differs: over tissue only
+    the pair agrees; with the glass the scores drop."""
+    real = np.full((160, 320, 3), 242, np.uint8)  # glass on the right
+    real[:, :200] = ihc
+    rng = np.random.default_rng(2)
+    virtual = rng.integers(0, 256, real.shape, dtype=np.uint8)  # brown and blue on glass
+    virtual[:, :200] = ihc
+    tissue = compare_stains(real, virtual, tissue_only=True)
+    whole = compare_stains(real, virtual)
+    assert tissue.tissue_only and not whole.tissue_only
+    assert tissue.pearson[0] > 0.99 and tissue.dice > 0.99
+    assert whole.pearson[0] < 0.8 and whole.ssim < tissue.ssim - 0.2
+    assert 0.3 * 160 * 200 < tissue.n_pixels <= 160 * 200 < whole.n_pixels
+    names = [name for name, _ in tissue.formatted_rows()]
+    assert names[-1] == "tissue pixels" and names[-2] == "DAB Dice"
+    with pytest.raises(EvalError, match="no tissue"):
+        compare_stains(real[:, 220:], virtual[:, 220:], tissue_only=True)
+    # mIF intensities have no glass to find: compared as they are
+    mif = compare_stains(real[..., 0].astype(np.float32), real[..., 1], tissue_only=True)
+    assert not mif.tissue_only and mif.n_pixels == 160 * 320
+
+
+def test_numbers_are_written_for_people():
+    assert [format_score(v) for v in (0.0652, -0.1234, 1.0, math.nan)] == [
+        "0.07", "-0.12", "1.00", "n/a"
+    ]  # fmt: skip
+    assert [format_db(v) for v in (14.234, math.inf, math.nan)] == [
+        "14.2 dB", "identical", "n/a"
+    ]  # fmt: skip
+    assert [format_count(v) for v in (950, 12_345, 999_999, 5_700_000.0)] == [
+        "950", "12.3 k", "1.0 M", "5.7 M"
+    ]  # fmt: skip
+    real = compose_stains(np.array([[[0.5, 0.0, 0.0]]], np.float32).repeat(40, 0).repeat(40, 1))
+    virtual, brown = real.copy(), compose_stains(np.array([[[0.1, 0.0, 0.8]]], np.float32))[0, 0]
+    real[5:15, 5:15], virtual[10:30, 10:30] = brown, brown  # 25 px overlap
+    result = compare_stains(real, virtual)
+    summary = result.summary()
+    assert summary.startswith("r ") and summary.endswith(" pixels")
+    assert "e-0" not in summary and "e+0" not in summary
+    rows = dict(result.formatted_rows())
+    assert rows["pixels"] == "1.6 k" and rows["PSNR"].endswith(" dB")
+    assert rows["DAB Dice"] == "0.10" and rows["Pearson r (DAB)"] == format_score(result.pearson[0])
+    assert "r near 1" in READING_GUIDE and "serial section" in READING_GUIDE
