@@ -11,9 +11,17 @@ import pytest
 
 from helpers import CMU1
 from napari_mupd import ConditionError, open_slide
-from napari_mupd.engine.export import export_tiles, plan_tiles, target_folder
+from napari_mupd.engine.export import (
+    export_tiles,
+    plan_export,
+    plan_tiles,
+    read_tile,
+    target_folder,
+    tile_regions,
+)
 from napari_mupd.engine.virtual_stain import Grid
 from napari_mupd.errors import Cancelled, ExportError
+from napari_mupd.imaging.augment import Augmentation, Transform
 from napari_mupd.imaging.regions import Region
 from napari_mupd.model import MuPDPipeline
 from napari_mupd.train.datasets import CaptionedTiles, PairedTileFolder, read_rgb
@@ -209,6 +217,8 @@ def test_polygon_regions_keep_tiles_inside(slide):
         ({"region": Region(800, 1200, 100, 100)}, ExportError, "smaller than one"),
         ({"tile_size": 60}, ExportError, "multiple of 16"),
         ({"count": 0}, ExportError, "count must be at least 1"),
+        ({"copies": 0, "augment": Augmentation(flips=True)}, ExportError, "copies must be"),
+        ({"seed": -1}, ExportError, "seed must be 0 or more"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(slide, pipe, tmp_path, kwargs, error, match):
@@ -216,3 +226,129 @@ def test_bad_inputs_raise_clear_errors(slide, pipe, tmp_path, kwargs, error, mat
     with pytest.raises(error, match=match):
         export_tiles(slide, region, pipe, tmp_path / "tiles", **kwargs)
     assert not (tmp_path / "tiles").exists()
+
+
+# -- augmented copies ---------------------------------------------------------------------
+AUGMENT = Augmentation(
+    flips=True, stain_jitter=0.05, brightness=0.1, contrast=0.1, blur=1.0, zoom=0.2
+)
+AUGMENTED = {
+    "count": 2,
+    "targets": ["IHC:Ki67", "H&E", "mIF:CD3,CD8"],
+    "seed": 3,
+    "augment": AUGMENT,
+    "copies": 2,
+}
+FOLDERS = ("real_he", "virtual_ki67", "synthetic_he", "virtual_cd3-cd8")
+
+
+@pytest.fixture(scope="module")
+def augmented(slide, pipe, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("augmented") / "tiles"
+    return export_tiles(slide, TISSUE, pipe, out, **AUGMENTED).parent
+
+
+def kind_of(row: dict) -> str:
+    return "he" if row["target"] == "H&E" else "intensity"
+
+
+def test_augmented_copies_beside_each_tile(augmented):
+    rows, manifest = manifest_rows(augmented)
+    assert manifest["complete"] is True
+    assert manifest["settings"]["augment"] == {**AUGMENT.__dict__, "copies": 2}
+    assert len(rows) == 2 * 4 * 3 and {r["path"] for r in rows} == tile_files(augmented)
+    originals = [r for r in rows if r["copy"] == "0"]
+    assert len(originals) == 8 and all(r["augment"] == "" for r in originals)
+    for r in originals:
+        for j in (1, 2):
+            folder, name = r["path"].split("/")
+            stem, suffix = name.rsplit(".", 1)
+            (copy,) = [c for c in rows if c["path"] == f"{folder}/{stem}_aug{j}.{suffix}"]
+            assert (copy["id"], copy["copy"]) == (f"{r['id']}_aug{j}", str(j))
+            same = ("kind", "target", "x", "y", "size", "seed", "channels", "model_hash")
+            assert all(copy[k] == r[k] for k in same)
+            if r["kind"] == "real":  # a copy of the real tile points at its original
+                assert copy["source"] == r["path"]
+            else:  # a copy of a stain pairs with the copy of the real tile
+                assert copy["source"] == f"real_he/{r['id']}_aug{j}.png"
+    # the training datasets read the copies as pairs like any other
+    pairs = PairedTileFolder(augmented / "real_he", augmented / "virtual_ki67", "IHC:Ki67", 64)
+    assert len(pairs) == 6
+
+
+def test_manifest_replays_each_copy_exactly(augmented):
+    """Each copy is its original under the recorded transform: the geometric part alike for
+    the real tile and its targets, the photometric part on H&E only."""
+    rows, _ = manifest_rows(augmented)
+    by_path = {r["path"]: r for r in rows}
+    for copy in (r for r in rows if r["copy"] != "0"):
+        recorded = json.loads(copy["augment"])
+        original = by_path[copy["path"].replace(f"_aug{copy['copy']}", "")]
+        transform = Transform.from_dict(recorded)
+        np.testing.assert_array_equal(
+            read_tile(augmented / copy["path"]),
+            transform.apply(read_tile(augmented / original["path"]), kind_of(copy)),
+        )
+        real = json.loads(by_path[f"real_he/{copy['id']}.png"]["augment"])
+        geometric = {k: real[k] for k in ("rot90", "flip", "zoom")}
+        if kind_of(copy) == "he":
+            assert recorded == real  # one draw for every H&E tile of the copy
+            assert {"stain_scale", "brightness", "contrast", "blur"} <= set(recorded)
+        else:  # virtual IHC and marker planes: moved like the tile, values untouched
+            assert recorded == geometric
+    assert len({r["augment"] for r in rows if r["kind"] == "real" and r["copy"] != "0"}) == 4
+
+
+def test_a_virtual_stain_follows_its_tile(augmented):
+    """A stain that is a function of the tile stays that function of the augmented tile:
+    the augmented real tile's channels, reversed, are the augmented reversed original."""
+    rows, _ = manifest_rows(augmented)
+    real = next(r for r in rows if r["kind"] == "real" and r["copy"] == "1")
+    original = read_tile(augmented / real["source"])
+    transform = Transform.from_dict(json.loads(real["augment"]))
+    geometric_only = transform.apply(original, "intensity")
+    derived = transform.apply(np.ascontiguousarray(original[..., ::-1]), "intensity")
+    np.testing.assert_array_equal(derived, geometric_only[..., ::-1])
+    marker = next(r for r in rows if r["target"] == "mIF:CD3,CD8" and r["id"] == real["id"])
+    assert read_tile(augmented / marker["path"]).shape == (64, 64, 2)
+
+
+def test_same_seed_same_bytes_other_seed_other_copies(augmented, slide, pipe, tmp_path):
+    again = export_tiles(slide, TISSUE, pipe, tmp_path / "again", **AUGMENTED).parent
+    assert tile_files(again) == tile_files(augmented)
+    for name in [*sorted(tile_files(augmented)), "manifest.csv"]:
+        assert (again / name).read_bytes() == (augmented / name).read_bytes(), name
+    other = export_tiles(slide, TISSUE, pipe, tmp_path / "other", **{**AUGMENTED, "seed": 4})
+    transforms = {r["augment"] for r in manifest_rows(other.parent)[0] if r["copy"] != "0"}
+    assert not transforms & {r["augment"] for r in manifest_rows(augmented)[0]}
+
+
+def test_augmented_rerun_remakes_lost_copies(augmented, slide, pipe):
+    files = sorted(tile_files(augmented))
+    lost = [augmented / f for f in files if f.endswith("_aug2.png")][:3]
+    lost += [augmented / next(f for f in files if f.startswith("virtual_ki67/"))]
+    before = [p.read_bytes() for p in lost]
+    for path in lost:
+        path.unlink()
+    export_tiles(slide, TISSUE, pipe, augmented, **AUGMENTED)
+    assert [p.read_bytes() for p in lost] == before
+    with pytest.raises(ExportError, match=r"another export.*augment"):
+        export_tiles(slide, TISSUE, pipe, augmented, **{**AUGMENTED, "copies": 3})
+
+
+def test_augmentation_off_writes_no_copies(export, slide, pipe):
+    """An all-off augmentation is no augmentation: the plain export, resumed as it was."""
+    out = export.parent
+    files = tile_files(out)
+    export_tiles(slide, TISSUE, pipe, out, **SETTINGS, augment=Augmentation(), copies=5)
+    assert tile_files(out) == files
+    assert json.loads((out / "manifest.json").read_text())["settings"]["augment"] is None
+
+
+def test_plan_export_is_what_the_export_cuts(augmented, slide):
+    rows, _ = manifest_rows(augmented)
+    grid, spots = plan_export(slide, TISSUE, tile_size=64, mpp=1.0, count=2, seed=3)
+    cut = [(int(r["x"]), int(r["y"]), int(r["size"])) for r in rows if r["kind"] == "real"]
+    regions = tile_regions(grid, spots, 64)
+    assert sorted(set(cut)) == sorted((r.x, r.y, r.width) for r in regions)
+    assert all(r.height == r.width == 128 for r in regions)

@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 
 from helpers import CMU1
-from napari_mupd.plugin.layers import region_from_view
-from napari_mupd.plugin.widgets.export import FIELD_OF_VIEW, WHOLE_IMAGE, ExportTilesWidget
+from napari_mupd.engine.export import plan_export, tile_regions
+from napari_mupd.imaging.regions import Region
+from napari_mupd.plugin.layers import layer_slide, region_from_view
+from napari_mupd.plugin.widgets.export import (
+    FIELD_OF_VIEW,
+    PREVIEW,
+    WHOLE_IMAGE,
+    ExportTilesWidget,
+)
 from napari_mupd.train.datasets import PairedTileFolder
 
 pytestmark = pytest.mark.gui
@@ -122,3 +129,75 @@ def test_field_of_view_and_worker_errors(setup, qtbot, tmp_path):
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60_000)
     assert "none of the 8 genes" in widget.status.value
     assert not (tmp_path / "other").exists()
+
+
+def preview_layers(viewer):
+    return [la for la in viewer.layers if PREVIEW in la.metadata]
+
+
+def test_preview_draws_the_planned_tiles_over_a_moved_slide(setup):
+    viewer, slide_layer, widget, out = setup
+    slide_layer.translate = (40.0, -25.0)  # the slide moved: the preview moves with it
+    x, y, w, h = 700, 1100, 1000, 1200
+    corners = np.array([[y - 0.5, x - 0.5], [y + h - 0.5, x + w - 0.5]])
+    drawn = viewer.add_shapes(
+        [corners], shape_type="rectangle", scale=slide_layer.scale,
+        translate=slide_layer.translate, units=slide_layer.units,
+    )  # fmt: skip
+    widget.n_tiles.value, widget.seed.value = 3, 5
+    widget.preview.clicked.emit()
+    (layer,) = preview_layers(viewer)
+    assert not out.exists()  # a preview writes nothing
+    assert "preview: 3 64 px tiles" in widget.status.value
+    assert viewer.layers.selection.active is drawn  # the user's layer stays active
+    grid, spots = plan_export(layer_slide(slide_layer), Region(x, y, w, h), tile_size=64,
+                              mpp=1.0, count=3, seed=5)  # fmt: skip
+    regions = tile_regions(grid, spots, 64)
+    assert list(layer.shape_type) == ["rectangle"] * 3
+    assert list(layer.features["id"]) == [s.id for s in spots]
+    for vertices, region in zip(layer.data, regions, strict=True):
+        # in the slide's data coordinates: the tile's level-0 pixel corners
+        ys, xs = vertices[:, 0], vertices[:, 1]
+        assert (xs.min(), ys.min()) == (region.x - 0.5, region.y - 0.5)
+        assert (xs.max(), ys.max()) == (
+            region.x + region.width - 0.5,
+            region.y + region.height - 0.5,
+        )
+        for v in vertices:  # and in the world, where the slide's pixels are
+            np.testing.assert_allclose(layer.data_to_world(v), slide_layer.data_to_world(v))
+    # the export's region is still the drawn rectangle, not a preview tile
+    assert widget.chosen_region() == Region(x, y, w, h)
+    # a second preview redraws the same layer
+    widget.n_tiles.value = 2
+    widget.preview.clicked.emit()
+    assert preview_layers(viewer) == [layer] and len(layer.data) == 2
+
+
+def test_preview_errors_are_reported(setup):
+    viewer, slide_layer, widget, _ = setup
+    widget.preview.clicked.emit()  # no shape drawn yet
+    assert "Shapes layer" in widget.status.value and not preview_layers(viewer)
+    add_rectangle(viewer, slide_layer, 0, 0, 400, 400)  # glass
+    widget.preview.clicked.emit()
+    assert "no 64 px tile in the region" in widget.status.value and not preview_layers(viewer)
+
+
+def test_exports_augmented_copies(setup, qtbot):
+    viewer, slide_layer, widget, out = setup
+    add_rectangle(viewer, slide_layer, 700, 1100, 1000, 1200)
+    widget.n_tiles.value = 1
+    widget.augment.flips.value = True
+    widget.augment.stain_jitter.value = 0.05
+    widget.augment.copies.value = 2
+    widget.run.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60_000)
+    table = rows(out)
+    assert [(r["kind"], r["copy"]) for r in table] == [
+        ("real", "0"), ("virtual", "0"), ("real", "1"), ("virtual", "1"), ("real", "2"),
+        ("virtual", "2"),
+    ]  # fmt: skip
+    settings = json.loads((out / "manifest.json").read_text())["settings"]["augment"]
+    assert settings == {"flips": True, "stain_jitter": 0.05, "brightness": 0.0,
+                        "contrast": 0.0, "blur": 0.0, "zoom": 0.0, "copies": 2}  # fmt: skip
+    assert set(json.loads(table[2]["augment"])) == {"rot90", "flip", "stain_scale", "stain_shift"}
+    assert set(json.loads(table[3]["augment"])) == {"rot90", "flip"}

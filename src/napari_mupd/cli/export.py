@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from typing import TYPE_CHECKING
+
+from napari_mupd.errors import ExportError
+
+if TYPE_CHECKING:
+    from napari_mupd.imaging.augment import Augmentation
 
 
 def cmd_export_tiles(args: argparse.Namespace) -> int:
@@ -18,6 +24,7 @@ def cmd_export_tiles(args: argparse.Namespace) -> int:
     from napari_mupd.model.loading import load_pipeline
 
     roi = parse_roi(args.roi)
+    augment, copies = augmentation(args)  # checked before the model loads
     pipe = load_pipeline(args.model, args.device)
     with open_slide(args.slide) as slide, tqdm(desc="export", unit="file", disable=None) as bar:
 
@@ -42,10 +49,13 @@ def cmd_export_tiles(args: argparse.Namespace) -> int:
             steps=args.steps,
             min_tissue=args.min_tissue,
             mpp=args.mpp,
+            augment=augment,
+            copies=copies,
             progress=progress,
         )
     print(f"wrote {manifest}")
-    real = sum(1 for row in csv.DictReader(manifest.open()) if row["kind"] == "real")
+    with manifest.open(newline="", encoding="utf-8") as f:  # tiles, not their copies
+        real = sum(r["kind"] == "real" and r["copy"] in ("", "0") for r in csv.DictReader(f))
     if args.n is not None and real < args.n:
         print(
             f"warning: only {real} of the {args.n} tiles asked for fit: tiles with at least "
@@ -54,6 +64,31 @@ def cmd_export_tiles(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def augmentation(args: argparse.Namespace) -> tuple[Augmentation | None, int]:
+    """The augmentation the flags ask for (None: none) and the copies per tile; a bad
+    value is an :class:`~napari_mupd.errors.ExportError`."""
+    from napari_mupd.imaging.augment import Augmentation
+
+    augment = Augmentation(
+        flips=args.flips,
+        stain_jitter=args.stain_jitter,
+        brightness=args.brightness,
+        contrast=args.contrast,
+        blur=args.blur,
+        zoom=args.zoom,
+    )
+    if args.copies is not None and args.copies < 1:
+        raise ExportError(f"--copies must be at least 1, got {args.copies}")
+    if not augment.active:
+        if args.copies is not None:
+            raise ExportError(
+                "--copies makes augmented copies: add an augmentation (--flips, "
+                "--stain-jitter, --brightness, --contrast, --blur or --zoom)"
+            )
+        return None, 1
+    return augment, args.copies or 1
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -79,6 +114,57 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--spot", help="the spot (obs name) of an .h5ad to use")
     ex.add_argument(
         "--no-reference", action="store_true", help="synthetic H&E without the real tile"
+    )
+    aug = ex.add_argument_group(
+        "augmentation",
+        "augmented copies <id>_aug<j> of every tile and its targets, one random transform "
+        "per copy (recorded in the manifest, fixed by --seed): flips/rotations and zoom move "
+        "every image of a tile alike; stain jitter, brightness/contrast and blur change the "
+        "H&E tiles only. All off by default.",
+    )
+    aug.add_argument(
+        "--flips", action="store_true", help="a random flip / quarter turn (one of the 8)"
+    )
+    aug.add_argument(
+        "--stain-jitter",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="H, E, DAB densities scaled by 1 +- S and shifted by +- S std (0.05: mild; <= 0.5)",
+    )
+    aug.add_argument(
+        "--brightness",
+        type=float,
+        default=0.0,
+        metavar="B",
+        help="shift by up to +- B of full range (0.1: +-25 grey levels; <= 0.5)",
+    )
+    aug.add_argument(
+        "--contrast",
+        type=float,
+        default=0.0,
+        metavar="C",
+        help="contrast times a factor in 1 +- C (<= 0.9)",
+    )
+    aug.add_argument(
+        "--blur",
+        type=float,
+        default=0.0,
+        metavar="SIGMA",
+        help="Gaussian blur, sigma uniform in [0, SIGMA] px (<= 5)",
+    )
+    aug.add_argument(
+        "--zoom",
+        type=float,
+        default=0.0,
+        metavar="Z",
+        help="zoom by a factor in [1/(1+Z), 1+Z], cropped or mirror-padded (<= 1)",
+    )
+    aug.add_argument(
+        "--copies",
+        type=int,
+        metavar="N",
+        help="augmented copies per tile, besides the tile itself (default 1)",
     )
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--steps", type=int, help="sampling steps (default: the model's)")

@@ -11,6 +11,16 @@ An export folder (``<id>`` is ``<slide>_x<X>_y<Y>``, the tile's level-0 top-left
     manifest.csv          one row per written file (:data:`COLUMNS`)
     manifest.json         the same rows, the export's settings and whether it is complete
 
+With an :class:`~napari_mupd.imaging.augment.Augmentation`, each tile also gets
+``copies`` augmented copies ``<id>_aug<j>`` (j = 1, 2, ...) beside it in every folder,
+made from the written files (the model is not run again): one drawn transform per copy,
+its geometric part (flips / rotations, zoom) applied to the real tile and all its targets
+alike, its photometric part (stain jitter, brightness / contrast, blur) to the H&E tiles
+only (real and synthetic), never to virtual IHC or marker planes, whose values are the
+labels. The transform of copy j of the tile at candidate index k is drawn from
+``numpy.random.default_rng([seed, k, j])``, so a seed gives the same bytes every time,
+and is recorded in the manifest (``copy``, ``augment``).
+
 ``PairedTileFolder(out / "real_he", out / "virtual_ki67", "IHC:Ki67", tile_size)`` reads the
 pairs as they lie, ``CaptionedTiles(out / "captions.csv", tile_size)`` the captioned
 tiles. Files are written to a temporary name and renamed, so a file that exists is
@@ -37,6 +47,7 @@ from napari_mupd.engine.sampling import Cancel, Progress, sample
 from napari_mupd.engine.tissue import slide_tissue
 from napari_mupd.engine.virtual_stain import Grid
 from napari_mupd.errors import Cancelled, ConditionError, ExportError
+from napari_mupd.imaging.augment import Augmentation, Kind, Transform
 from napari_mupd.imaging.pixels import to_uint8
 from napari_mupd.imaging.regions import Region
 from napari_mupd.imaging.resize import resize
@@ -67,6 +78,8 @@ COLUMNS = (
     "text",
     "rna",  # rna.csv when an expression profile conditioned the tile
     "rna_genes",  # panel genes found in it, e.g. 6/8
+    "copy",  # 0: the tile as cut or made; j >= 1: its augmented copy j
+    "augment",  # JSON of the transform applied to this file (empty for copy 0)
     "model",
     "model_hash",
     "napari_mupd_version",
@@ -147,6 +160,37 @@ def plan_tiles(
     return spots
 
 
+def plan_export(
+    slide: Slide,
+    region: Region | None,
+    *,
+    tile_size: int,
+    mpp: float | None,
+    stride: int | None = None,
+    count: int | None = None,
+    min_tissue: float = 0.5,
+    seed: int = 0,
+) -> tuple[Grid, list[TileSpot]]:
+    """The grid at ``mpp`` over ``region`` (default: the whole slide; clipped to it) and
+    the tiles :func:`plan_tiles` picks on it: the tiles `export_tiles` cuts with these
+    settings, e.g. to preview them (:func:`tile_regions`)."""
+    if seed < 0:
+        raise ExportError(f"seed must be 0 or more, got {seed}")
+    if region is None:
+        width, height = slide.dimensions
+        region = Region(0, 0, width, height)
+    grid = Grid.for_region(slide, region.clip(slide.dimensions, slide.path.name), mpp)
+    spots = plan_tiles(
+        slide, grid, tile_size, stride=stride, count=count, min_tissue=min_tissue, seed=seed
+    )
+    return grid, spots
+
+
+def tile_regions(grid: Grid, spots: Sequence[TileSpot], tile_size: int) -> list[Region]:
+    """The level-0 region each tile of ``spots`` covers (``tile_size`` grid pixels)."""
+    return [grid.to_level0(Region(s.gx, s.gy, tile_size, tile_size)) for s in spots]
+
+
 def export_tiles(
     slide: Slide,
     region: Region | None,
@@ -164,6 +208,8 @@ def export_tiles(
     steps: int | None = None,
     min_tissue: float = 0.5,
     mpp: float | None = None,
+    augment: Augmentation | None = None,
+    copies: int = 1,
     progress: Progress | None = None,
     cancel: Cancel = lambda: False,
 ) -> Path:
@@ -173,9 +219,11 @@ def export_tiles(
     synthetic H&E (``"H&E"``; conditioned on ``text``, ``rna`` and, with
     ``use_reference``, the real tile). ``text`` and ``rna`` (one profile: a mapping gene
     -> value, a Series or a CSV) condition every generated tile. Tiles are ``tile_size``
-    px (default: the model's) at ``mpp`` (default: the model's). Reruns with the same
-    settings skip finished files; :class:`Cancelled` stops within one tile, leaving a
-    manifest of what was written. Returns the path of ``manifest.csv``.
+    px (default: the model's) at ``mpp`` (default: the model's). With ``augment`` (when
+    any of it is on), ``copies`` augmented copies of every tile and its targets follow
+    (see the module). Reruns with the same settings skip finished files;
+    :class:`Cancelled` stops within one tile, leaving a manifest of what was written.
+    Returns the path of ``manifest.csv``.
     """
     config = pipe.config
     t = tile_size or config.resolution
@@ -187,13 +235,24 @@ def export_tiles(
     specs = [config.resolve_target(target) for target in targets]  # ConditionError if unknown
     if text is not None and not text.strip():
         raise ConditionError("text: the prompt is empty; give words or no prompt")
+    if copies < 1:
+        raise ExportError(f"copies must be at least 1, got {copies}")
+    if augment is not None and not augment.active:
+        augment = None
     profile, report = _profile(rna, config)
     if region is None:
         width, height = slide.dimensions
         region = Region(0, 0, width, height)
-    clipped = region.clip(slide.dimensions, slide.path.name)
-    grid = Grid.for_region(slide, clipped, mpp if mpp is not None else config.mpp)
-    spots = plan_tiles(slide, grid, t, stride=stride, count=count, min_tissue=min_tissue, seed=seed)
+    grid, spots = plan_export(
+        slide,
+        region,
+        tile_size=t,
+        mpp=mpp if mpp is not None else config.mpp,
+        stride=stride,
+        count=count,
+        min_tissue=min_tissue,
+        seed=seed,
+    )
     steps_of = {s.name: steps or config.default_steps.get(s.kind, 25) for s in specs}
     tile_mpp = None if slide.mpp is None else round(slide.mpp[0] * grid.downsample, 6)
     settings = {
@@ -213,6 +272,7 @@ def export_tiles(
         "steps": steps_of,
         "model": config.name,
         "model_hash": pipe.model_hash,
+        "augment": None if augment is None else {**augment.to_dict(), "copies": copies},
     }
     settings = json.loads(json.dumps(settings))
     out = Path(out_dir)
@@ -231,7 +291,8 @@ def export_tiles(
         "napari_mupd_version": __version__,
     }
     rows: list[dict[str, Any]] = []
-    total, done = len(spots) * (1 + len(specs)), 0
+    n_copies = copies if augment is not None else 0
+    total, done = len(spots) * (1 + len(specs)) * (1 + n_copies), 0
     complete = False
     try:
         for spot in spots:
@@ -239,10 +300,12 @@ def export_tiles(
                 raise Cancelled("cancelled")
             real = grid.read(slide, Region(spot.gx, spot.gy, t, t))
             source = f"{REAL}/{spot.id}.png"
-            base = {**common, "id": spot.id, "x": spot.x, "y": spot.y}
+            base = {**common, "id": spot.id, "x": spot.x, "y": spot.y, "copy": 0}
             if not (out / source).exists():
                 _save(out / source, real)
-            rows.append(_row({**base, "kind": "real", "target": "H&E", "path": source}))
+            row = _row({**base, "kind": "real", "target": "H&E", "path": source})
+            made: list[_Made] = [_Made(row, "he", real)]
+            rows.append(row)
             done += 1
             _report(progress, done, total)
             for spec in specs:
@@ -262,18 +325,64 @@ def export_tiles(
                     "rna": RNA_CSV if profile is not None else None,
                     "rna_genes": _genes(report),
                 }
+                tile = None
                 if not (out / row["path"]).exists():
                     image = real if spec.uses_source or use_reference else None
                     conditions = {"text": text, "rna": profile, "image": image}
                     tile = _generate(pipe, spec, conditions, t, spot.seed, row["steps"], cancel)
                     _save(out / row["path"], tile)
-                rows.append(_row(row))
+                made.append(_Made(_row(row), "he" if spec.kind == "H&E" else "intensity", tile))
+                rows.append(made[-1].row)
                 done += 1
                 _report(progress, done, total)
+            for j in range(1, n_copies + 1):
+                assert augment is not None
+                transform = augment.draw(np.random.default_rng([seed, spot.seed - seed, j]))
+                for item in made:
+                    if cancel():
+                        raise Cancelled("cancelled")
+                    rows.append(_augmented_copy(out, item, transform, j))
+                    done += 1
+                    _report(progress, done, total)
         complete = True
     finally:
         _write_manifest(out, rows, settings, report, complete)
     return out / MANIFEST_CSV
+
+
+@dataclass
+class _Made:
+    """A file of one tile (its manifest row), how it is augmented, its pixels if at hand."""
+
+    row: dict[str, Any]
+    kind: Kind
+    pixels: np.ndarray | None
+
+
+def _copy_path(path: str, j: int) -> str:
+    """``folder/<id>.png`` -> ``folder/<id>_aug<j>.png``."""
+    folder, _, name = path.rpartition("/")
+    stem, dot, suffix = name.rpartition(".")
+    return f"{folder}/{stem}_aug{j}{dot}{suffix}"
+
+
+def _augmented_copy(out: Path, item: _Made, transform: Transform, j: int) -> dict[str, Any]:
+    """Write copy ``j`` of ``item`` (unless it exists) and return its manifest row."""
+    row = item.row
+    path = _copy_path(row["path"], j)
+    if not (out / path).exists():
+        if item.pixels is None:  # written by an earlier run: read it back (lossless)
+            item.pixels = read_tile(out / row["path"])
+        _save(out / path, transform.apply(item.pixels, item.kind))
+    return {
+        **row,
+        "id": f"{row['id']}_aug{j}",
+        "path": path,
+        # the augmented tile a copy pairs with; for the real tile, its original
+        "source": row["path"] if row["kind"] == "real" else _copy_path(row["source"], j),
+        "copy": j,
+        "augment": json.dumps(transform.to_dict(item.kind), sort_keys=True),
+    }
 
 
 def _profile(rna: Any, config: Any) -> tuple[Any, Any]:
@@ -363,6 +472,18 @@ def _save(path: Path, pixels: np.ndarray) -> None:
         _atomic(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
 
 
+def read_tile(path: str | os.PathLike) -> np.ndarray:
+    """A tile of an export as (H, W, C) uint8: a PNG, or a (C, H, W) TIFF of markers."""
+    path = Path(path)
+    if path.suffix == ".tif":
+        import tifffile
+
+        planes = tifffile.imread(path)
+        return np.moveaxis(planes if planes.ndim == 3 else planes[None], 0, -1)
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
 def _row(values: dict[str, Any]) -> dict[str, Any]:
     """A manifest row: every column, in order (RGB unless told otherwise)."""
     return {c: values.get(c) for c in COLUMNS} | {"channels": values.get("channels", "R,G,B")}
@@ -415,4 +536,13 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -
         writer.writerows(rows)
 
 
-__all__ = ["COLUMNS", "TileSpot", "export_tiles", "plan_tiles", "target_folder"]
+__all__ = [
+    "COLUMNS",
+    "TileSpot",
+    "export_tiles",
+    "plan_export",
+    "plan_tiles",
+    "read_tile",
+    "target_folder",
+    "tile_regions",
+]
