@@ -190,3 +190,12 @@ def test_a_slide_without_pixel_size_needs_source_mpp(tiny_model, tmp_path, capsy
     assert main([*args, "--out", str(out), "--source-mpp", "0.5", "--output-mpp", "model"]) == 0
     assert Image.open(out).size == (256, 256)  # read at the model's 1 um/px: half the pixels
     assert main([*args, "--out", str(out), "--source-mpp", "-1"]) == 2
+    assert main([*args, "--out", str(out), "--source-mpp", "huge"]) == 2
+    capsys.readouterr()
+    estimate = ["--source-mpp", "estimate", "--output-mpp", "model"]
+    assert main([*args, "--out", str(out), *estimate]) == 0
+    said = capsys.readouterr().out
+    mpp = float(said.split("about ")[1].split()[0])
+    assert 0.33 < mpp < 0.75 and "estimated from nuclear size" in said  # truly 0.499
+    size = Image.open(out).size[0]
+    assert 512 * mpp / 1.2 < size < 512 * mpp * 1.2  # read at the estimated scale

@@ -9,7 +9,11 @@ import pytest
 from eval_tiles import PURPLE, discs
 
 from napari_mupd.errors import EvalError, MetricWarning
-from napari_mupd.eval.nuclei import composition_distance, nuclei_stats, segment_nuclei
+from napari_mupd.eval.nuclei import (
+    composition_distance,
+    nuclei_stats,
+    segment_nuclei,
+)
 
 GRID = [(20 + 40 * i, 20 + 40 * j) for i in range(5) for j in range(5)]
 

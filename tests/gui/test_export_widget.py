@@ -166,7 +166,7 @@ def test_preview_draws_the_planned_tiles_over_a_moved_slide(setup):
         for v in vertices:  # and in the world, where the slide's pixels are
             np.testing.assert_allclose(layer.data_to_world(v), slide_layer.data_to_world(v))
     # the export's region is still the drawn rectangle, not a preview tile
-    assert widget.chosen_region() == Region(x, y, w, h)
+    assert widget.region.region() == Region(x, y, w, h)  # the preview is no region
     # a second preview redraws the same layer
     widget.n_tiles.value = 2
     widget.preview.clicked.emit()

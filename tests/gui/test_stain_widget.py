@@ -204,9 +204,65 @@ def test_a_layer_without_pixel_size_asks_for_it(setup, qtbot):
     widget.run.clicked.emit()  # refused: no pixel size
     assert not widget.runner.running and widget.added == []
     assert "slide µm/px" in widget.status.value
+    assert widget.estimate.enabled
+    widget.estimate.clicked.emit()  # or accept an estimate from the nuclei: truly 0.499
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60_000)
+    assert 0.33 < widget.slide_mpp.value < 0.75 and "estimate" in widget.status.value
     widget.slide_mpp.value = 0.5
     run_and_wait(qtbot, widget)
     (layer,) = widget.added
     assert layer.metadata["output_downsample"] == pytest.approx(1.0, abs=0.01)
     np.testing.assert_allclose(layer.scale, [layer.metadata["output_downsample"]] * 2)
     np.testing.assert_allclose(layer.data_to_world((0, 0)), (100, 120), atol=0.02)
+
+
+def test_a_long_job_asks_first_with_the_tile_count_and_time(setup, qtbot, monkeypatch):
+    """A big region is measured on its first tiles, then the dock asks; "no" stops it
+    with nothing added. (The tiny model is quick: "long" here is over half a second.)"""
+    from napari_mupd.plugin.widgets import _runner
+
+    monkeypatch.setattr(_runner, "ASK_AFTER_S", 0.5)
+    viewer, slide_layer, widget = setup
+    add_rectangle(viewer, slide_layer, 0, 0, 2000, 2000)
+    widget.model.target.value = "IHC:Ki67"
+    asked: list[tuple[str, int]] = []
+
+    def no(question: str) -> bool:
+        asked.append((question, widget.runner._bar.n))
+        return False
+
+    widget.runner.ask = no
+    run_and_wait(qtbot, widget)
+    ((question, done),) = asked
+    total = int(question.split(" of ")[1].split()[0])
+    assert total > 100 and "s per tile" in question and "Go on?" in question
+    assert 0 < done < total // 4  # asked after the first batches, long before the end
+    assert widget.added == [] and "cancelled" in widget.status.value
+
+
+def test_a_measured_rate_is_remembered_and_asks_before_the_first_tile(setup, qtbot, monkeypatch):
+    from napari_mupd.plugin.widgets import _runner
+
+    viewer, slide_layer, widget = setup
+    add_rectangle(viewer, slide_layer, 1000, 500, 200, 200)
+    widget.model.target.value = "IHC:Ki67"
+    run_and_wait(qtbot, widget)  # short: no question; its rate is remembered
+    assert len(widget.added) == 1 and len(widget.runner.rates) == 1
+    monkeypatch.setattr(_runner, "ASK_AFTER_S", 0.0)  # now every job is "long"
+    asked: list[int] = []
+    widget.runner.ask = lambda question: asked.append(widget.runner._bar.n) or True
+    run_and_wait(qtbot, widget)
+    assert asked == [0]  # from the remembered rate, before any tile of this run
+    assert len(widget.added) == 1  # "yes": the job went on
+
+
+def test_guidance_scales_show_only_with_their_condition(setup, tmp_path):
+    _, _, widget = setup
+    conditions = widget.conditions
+    assert conditions.text_scale.native.isHidden() and conditions.rna_scale.native.isHidden()
+    conditions.text.value = "tumour with lymphocytes"
+    assert not conditions.text_scale.native.isHidden()
+    conditions.rna.value = tmp_path / "profile.csv"
+    assert not conditions.rna_scale.native.isHidden()
+    conditions.text.value = "  "
+    assert conditions.text_scale.native.isHidden()

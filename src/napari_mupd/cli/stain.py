@@ -65,18 +65,37 @@ def output_mpp(text: str, slide: Slide) -> float | None:
     return value
 
 
-def check_source_mpp(slide: Slide, given: float | None) -> float | None:
-    """``--source-mpp`` when the slide needs it: a slide without a pixel size is refused
-    (the model would read it at a wrong scale), and a given one must be positive."""
-    if given is not None and not 0 < given < 100:
-        raise SlideError(f"--source-mpp must be micrometres per pixel (e.g. 0.5), got {given}")
-    if given is None and slide.mpp is None:
-        raise SlideError(
-            f"{slide.path.name} does not say its pixel size, and the model reads tissue at a "
-            "fixed one: give --source-mpp (micrometres per pixel; about 0.25 for a 40x scan, "
-            "0.5 for 20x)"
+def check_source_mpp(slide: Slide, given: str | None) -> float | None:
+    """``--source-mpp`` when the slide needs it: a number, or "estimate" (from the size of
+    its nuclei, printed); a slide without a pixel size and without it is refused (the
+    model would read it at a wrong scale)."""
+    if given is None:
+        if slide.mpp is None:
+            raise SlideError(
+                f"{slide.path.name} does not say its pixel size, and the model reads tissue "
+                "at a fixed one: give --source-mpp (micrometres per pixel; about 0.25 for a "
+                "40x scan, 0.5 for 20x) or --source-mpp estimate"
+            )
+        return None
+    if given == "estimate":
+        from napari_mupd.engine.tissue import estimate_slide_mpp
+
+        mpp, region = estimate_slide_mpp(slide)
+        print(
+            f"{slide.path.name}: about {mpp:.3g} um/px, estimated from nuclear size in "
+            f"{region.width} x {region.height} px at {region.x},{region.y} (an estimate: "
+            "within ~30 %, check it)"
         )
-    return given
+        return mpp
+    try:
+        value = float(given)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 100:
+        raise SlideError(
+            f"--source-mpp must be micrometres per pixel (e.g. 0.5) or 'estimate', got {given}"
+        )
+    return value
 
 
 def cmd_stain(args: argparse.Namespace) -> int:
@@ -253,8 +272,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--mpp", type=float, help="pixel size to stain at (default: the model's)")
     st.add_argument(
         "--source-mpp",
-        type=float,
-        help="the slide's pixel size in micrometres, when its file does not say (required then)",
+        help="the slide's pixel size in micrometres, when its file does not say (required "
+        "then), or 'estimate' (from the size of its nuclei)",
     )
     st.add_argument(
         "--output-mpp",

@@ -5,7 +5,10 @@ from __future__ import annotations
 import threading
 import weakref
 
+import numpy as np
+
 from napari_mupd.imaging.regions import Region
+from napari_mupd.imaging.scale import estimate_mpp
 from napari_mupd.imaging.tissue import TissueMap, tissue_mask
 from napari_mupd.io import Slide
 
@@ -39,3 +42,13 @@ def most_tissue_region(slide: Slide, size: int) -> Region:
         for x in range(0, max(1, w - size), step)
     ]
     return max(regions, key=tissue.fraction)
+
+
+def estimate_slide_mpp(slide: Slide, size: int = 1024) -> tuple[float, Region]:
+    """A slide's pixel size (um/px) estimated from the nuclei of its most-tissue
+    ``size`` x ``size`` level-0 region (`imaging.scale.estimate_mpp`), and that region."""
+    width, height = slide.dimensions
+    size = min(size, width, height)
+    region = most_tissue_region(slide, size)
+    pixels = np.asarray(slide.read_region((region.x, region.y), 0, (size, size)))[..., :3]
+    return estimate_mpp(pixels), region

@@ -211,6 +211,8 @@ def stain_grid(
     avg, m2 = None, None  # Welford: exact zero spread for identical samples
     total = len(boxes) * samples
     done = 0
+    if progress is not None:  # the tile count before the first tile: the caller may ask
+        progress(0, total)
     for i in range(samples):
         blender = Blender(
             k * (by1 - by0),

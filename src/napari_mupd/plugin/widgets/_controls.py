@@ -123,6 +123,14 @@ class Conditions(Container):
             widgets=[self.text, self.text_scale, self.rna, self.rna_scale], labels=True
         )
         self.margins = (0, 0, 0, 0)
+        self.text.changed.connect(self._show_scales)
+        self.rna.changed.connect(self._show_scales)
+        self._show_scales()
+
+    def _show_scales(self) -> None:
+        """A guidance scale shows only once its condition is given."""
+        self.text_scale.visible = bool(self.text.value.strip())
+        self.rna_scale.visible = typed_path(self.rna) is not None
 
     def prompt(self) -> str | None:
         """The prompt, or None when empty."""
@@ -172,6 +180,10 @@ def layer_menu(viewer: napari.viewer.Viewer, kind: type, **options: object) -> C
     return menu
 
 
+#: Metadata key of the Export dock's tile-preview Shapes layers, never a region to stain.
+TILE_PREVIEW = "napari_mupd_tile_preview"
+
+
 class RegionPicker(Container):
     """A source image layer and regions on it: shapes of a Shapes layer, the view, or
     (with ``whole_image``) all of it."""
@@ -205,7 +217,11 @@ class RegionPicker(Container):
         if self.mode.value == FIELD_OF_VIEW:
             return [region_from_view(self.viewer, image)]
         shapes = self.shapes.value or next(
-            (la for la in reversed(self.viewer.layers) if isinstance(la, napari.layers.Shapes)),
+            (
+                la
+                for la in reversed(self.viewer.layers)
+                if isinstance(la, napari.layers.Shapes) and TILE_PREVIEW not in la.metadata
+            ),
             None,
         )
         if shapes is None or len(shapes.data) == 0:

@@ -5,6 +5,11 @@ A :class:`~napari_mupd.errors.MuPDError` (whoever raised it: the inputs checked 
 thread, or the job in its thread) is shown as a notification with its message and in the
 dock's status line; :class:`~napari_mupd.errors.Cancelled` as a short note; anything else
 is a bug, logged with its traceback and shown with its type. The viewer stays alive.
+
+Long jobs ask first: a job reports ``(0, total)`` once it knows its work (e.g. the tissue
+tiles of a region); when the time per unit measured on this job (or remembered from the
+last run under the same key) puts the rest above :data:`ASK_AFTER_S`, the job waits at its
+next ``cancel()`` poll while the dock asks "go on?" with the count and the estimate.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QMessageBox
 
 from napari_mupd.errors import Cancelled, MuPDError
 
@@ -27,6 +33,8 @@ log = logging.getLogger(__name__)
 
 Report = Callable[[int, int], None]
 Cancel = Callable[[], bool]
+#: Jobs estimated to take longer than this (seconds) ask before going on.
+ASK_AFTER_S = 30.0
 
 
 class TaskRunner(QObject):
@@ -51,9 +59,18 @@ class TaskRunner(QObject):
         self.cancel_button.changed.connect(self.cancel)
         self.worker: FunctionWorker | None = None
         self._event = threading.Event()
+        self._go = threading.Event()  # cleared while the user is asked whether to go on
         self._bar: progress | None = None
         self._description = name
+        self._key = name
+        self._unit = "tile"
         self._started = time.monotonic()
+        self._counted: float | None = None  # when the job reported (0, total)
+        self._asked = False
+        self._ended = False
+        self.rates: dict[str, float] = {}  # seconds per unit of work, by key, last run
+        #: ``ask(question) -> bool``: the confirmation dialog (replaceable in tests).
+        self.ask: Callable[[str], bool] = _ask
         self.progressed.connect(self._draw)
 
     @property
@@ -62,24 +79,40 @@ class TaskRunner(QObject):
         return self.worker is not None
 
     def start(
-        self, description: str, job: Callable[[Report, Cancel], Any], done: Callable[[Any], None]
+        self,
+        description: str,
+        job: Callable[[Report, Cancel], Any],
+        done: Callable[[Any], None],
+        key: str | None = None,
+        unit: str = "tile",
     ) -> FunctionWorker:
         """Start ``job`` in a worker thread; ``done(result)`` runs on the GUI thread.
 
-        ``description`` labels the progress bar and the job's notifications.
+        ``description`` labels the progress bar and the job's notifications; ``key``
+        (default: the description) names the work whose measured rate is remembered;
+        ``unit`` is what the job counts in its reports ("tile", "step").
         """
         if self.worker is not None:
             raise MuPDError("a task is already running; cancel it or wait")
         self._event = threading.Event()
+        self._go = threading.Event()
+        self._go.set()
         self._description = description
+        self._key = key or description
+        self._unit = unit
         self._bar = progress(total=0, desc=description)
         self._started = time.monotonic()
+        self._counted, self._asked, self._ended = None, False, False
         worker = create_worker(
             job,
             self.progressed.emit,
-            self._event.is_set,
+            self._poll,
             _start_thread=False,
-            _connect={"returned": done, "errored": self._failed, "finished": self._finished},
+            _connect={
+                "returned": lambda result: self._returned(done, result),
+                "errored": self._failed,
+                "finished": self._finished,
+            },
         )
         self.worker = worker
         self.run_button.enabled = False
@@ -90,6 +123,12 @@ class TaskRunner(QObject):
     def cancel(self) -> None:
         """Ask the running job to stop (it does so within one tile)."""
         self._event.set()
+        self._go.set()
+
+    def _poll(self) -> bool:
+        """The job's ``cancel()``: waits while the user is asked, then says whether to stop."""
+        self._go.wait()
+        return self._event.is_set()
 
     def fail(self, exc: BaseException, description: str | None = None) -> None:
         """Tell the user that ``exc`` stopped the work (see the module's docstring)."""
@@ -112,18 +151,57 @@ class TaskRunner(QObject):
     def _draw(self, done: int, total: int) -> None:
         """Move the activity bar (``update`` is what napari's activity dock listens to) and
         write ``done/total`` and the time left, from the rate so far, in the status line."""
-        if self._bar is None:
+        if self._bar is None or self._ended:
             return
         if self._bar.total != total:
             self._bar.total = total
         self._bar.update(done - self._bar.n)
-        elapsed = time.monotonic() - self._started
+        now = time.monotonic()
+        if done == 0 and self._counted is None:
+            self._counted = now
+        rate = self._rate(done, now)
         left = ""
-        if 0 < done < total and elapsed > 1:
-            left = f", about {_duration(elapsed / done * (total - done))} left"
+        if rate is not None and done < total:
+            left = f", about {_duration(rate * (total - done))} left"
         self._say(f"{self._description}: {done}/{total}{left}")
+        if rate is not None and not self._asked and rate * (total - done) > ASK_AFTER_S:
+            self._asked = True
+            self._confirm(done, total, rate)
+
+    def _rate(self, done: int, now: float) -> float | None:
+        """Seconds per unit: measured on this job (from its ``(0, total)`` report when it
+        made one, else from the start), else the last run's under the same key."""
+        if done > 0:
+            since = self._counted if self._counted is not None else self._started
+            if now - since > 0:
+                self.rates[self._key] = (now - since) / done
+                return self.rates[self._key]
+        return self.rates.get(self._key)
+
+    def _confirm(self, done: int, total: int, rate: float) -> None:
+        """Hold the job at its next poll and ask whether to go on; cancel on "no"."""
+        self._go.clear()
+        left = _duration(rate * (total - done))
+        question = (
+            f"{self._description}: {total - done} of {total} {self._unit}s to go, about "
+            f"{left} at {rate:.2g} s per {self._unit} on this machine. Go on?"
+        )
+        go = False
+        try:
+            go = self.ask(question)
+        finally:
+            if not go:
+                self._event.set()
+            self._go.set()
+
+    def _returned(self, done: Callable[[Any], None], result: Any) -> None:
+        """The job's result: reports still queued behind it no longer draw (they would
+        write over what ``done`` says)."""
+        self._ended = True
+        done(result)
 
     def _failed(self, exc: BaseException) -> None:
+        self._ended = True
         self.fail(exc, self._description)
 
     def _finished(self) -> None:
@@ -133,6 +211,12 @@ class TaskRunner(QObject):
         self.worker = None
         self.run_button.enabled = True
         self.cancel_button.enabled = False
+
+
+def _ask(question: str) -> bool:
+    """A Yes/No dialog over the viewer."""
+    answer = QMessageBox.question(None, "napari-mupd", question)
+    return bool(answer == QMessageBox.StandardButton.Yes)
 
 
 def _duration(seconds: float) -> str:

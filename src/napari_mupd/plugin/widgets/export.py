@@ -25,15 +25,15 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_info
 
 from napari_mupd.engine.export import export_tiles, plan_export, tile_regions
-from napari_mupd.errors import Cancelled, ConditionError, MuPDError, OutputError, RegionError
+from napari_mupd.errors import Cancelled, ConditionError, MuPDError, OutputError
 from napari_mupd.imaging.augment import LIMITS, Augmentation
 from napari_mupd.imaging.regions import Region
 from napari_mupd.model.config import MuPDConfig
 from napari_mupd.model.loading import using_pipeline
-from napari_mupd.plugin.layers import layer_slide, region_from_shape
+from napari_mupd.plugin.layers import layer_slide
 from napari_mupd.plugin.widgets._controls import (
     FIELD_OF_VIEW,
-    SHAPES,
+    TILE_PREVIEW,
     WHOLE_IMAGE,
     ModelPicker,
     RegionPicker,
@@ -45,7 +45,7 @@ from napari_mupd.plugin.widgets._runner import Cancel, Report, TaskRunner
 __all__ = ["FIELD_OF_VIEW", "PREVIEW", "WHOLE_IMAGE", "ExportTilesWidget", "tile_rectangles"]
 
 #: Metadata key of a tile preview layer (its value: the source layer's name).
-PREVIEW = "napari_mupd_tile_preview"
+PREVIEW = TILE_PREVIEW
 
 
 def tile_rectangles(regions: list[Region]) -> list[np.ndarray]:
@@ -128,28 +128,12 @@ class ExportTilesWidget(Container):
         self.tile_size.step = 8 * config.patch_size
         self.tile_size.value = config.resolution
 
-    def chosen_region(self) -> Region | None:
-        """The region picker's region, where "the top Shapes layer" skips tile previews."""
-        picker = self.region
-        if picker.mode.value != SHAPES or picker.shapes.value is not None:
-            return picker.region()
-        image = picker.image()
-        drawn = [
-            la
-            for la in self.viewer.layers
-            if isinstance(la, napari.layers.Shapes) and PREVIEW not in la.metadata
-        ]
-        if not drawn or len(drawn[-1].data) == 0:
-            raise RegionError("draw a rectangle or polygon on a Shapes layer, or use the view")
-        shapes = drawn[-1]
-        return region_from_shape(shapes, min(shapes.selected_data, default=0), image)
-
     def show_preview(self) -> None:
         """Draw the tiles the export would cut, as rectangles on a Shapes layer over the
         source (one per source layer, redrawn on each click)."""
         try:
             image = self.region.image()
-            region = self.chosen_region()
+            region = self.region.region()
             slide = layer_slide(image)
             config = self.model.config()
             t = self.tile_size.value
@@ -205,7 +189,7 @@ class ExportTilesWidget(Container):
             rna = typed_path(self.rna)
             if rna is not None and not rna.is_file():
                 raise ConditionError(f"RNA file {rna} does not exist")
-            region = self.chosen_region()
+            region = self.region.region()
             slide = layer_slide(image)
             augment = self.augment.augmentation()
         except MuPDError as exc:

@@ -176,7 +176,13 @@ class GenerateTissueWidget(Container):
                 return images, meta
 
         self.status.value = f"generating {n} tile(s) ..."
-        self.runner.start("Generate tissue", job, self.add_results)
+        self.runner.start(
+            "Generate tissue",
+            job,
+            self.add_results,
+            key=f"{model_path}|{device}|{n}|{steps}",
+            unit="step",
+        )
 
     def add_results(self, output: tuple[np.ndarray, dict[str, Any]]) -> None:
         """Show the tiles as a stack (one slider) or a grid, at the model's pixel size."""

@@ -8,7 +8,7 @@ import napari
 from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, SpinBox
 
 from napari_mupd.engine.sampling import PipelineTileModel
-from napari_mupd.engine.tissue import MIN_TISSUE
+from napari_mupd.engine.tissue import MIN_TISSUE, estimate_slide_mpp
 from napari_mupd.engine.virtual_stain import StainResult, stain_region
 from napari_mupd.errors import ConditionError, MuPDError, RegionError, SlideError
 from napari_mupd.eval.structure import structure_or_none
@@ -37,6 +37,11 @@ class VirtualStainWidget(Container):
         self.slide_mpp = FloatSpinBox(
             label="slide µm/px", value=0.0, min=0.0, max=100.0, step=0.001
         )  # the source's pixel size: from its file, or set here when the file does not say
+        self.estimate = PushButton(
+            text="estimate µm/px from nuclei",
+            tooltip="measure the size of the nuclei in the most tissue-rich part of the "
+            "source (within about 30-45 %: check the value)",
+        )
         self.model = ModelPicker(kinds=("IHC", "mIF"))
         self.conditions = Conditions()
         self.steps = SpinBox(
@@ -53,6 +58,7 @@ class VirtualStainWidget(Container):
             widgets=[
                 self.region,
                 self.slide_mpp,
+                self.estimate,
                 self.model,
                 self.conditions,
                 self.steps,
@@ -64,6 +70,7 @@ class VirtualStainWidget(Container):
         )
         self.runner = TaskRunner("Virtual stain", self.run, self.cancel, self.status)
         self.run.changed.connect(self.start)
+        self.estimate.changed.connect(self.estimate_pixel_size)
         self.region.source.changed.connect(self.show_pixel_size)
         self.show_pixel_size()
         self.added: list[Any] = []  # layers added by the last run
@@ -72,7 +79,7 @@ class VirtualStainWidget(Container):
         """Show the source's pixel size; let the user give it when the file does not."""
         layer = self.region.source.value
         mpp = layer_mpp(layer) if layer is not None else None
-        self.slide_mpp.enabled = mpp is None
+        self.slide_mpp.enabled = self.estimate.enabled = mpp is None
         if mpp is not None:
             self.slide_mpp.value = round(mpp[0], 4)
             self.slide_mpp.tooltip = "from the slide's file"
@@ -82,6 +89,28 @@ class VirtualStainWidget(Container):
                 "the file does not say: set it (about 0.25 for a 40x scan, 0.5 for 20x); "
                 "the model reads tissue at a fixed pixel size"
             )
+
+    def estimate_pixel_size(self) -> None:
+        """Fill 'slide µm/px' with an estimate from nuclear size (in the runner's thread)."""
+        try:
+            image = self.region.image()
+        except MuPDError as exc:
+            self.runner.fail(exc)
+            return
+        slide = layer_slide(image)
+
+        def job(report: Report, cancel: Cancel) -> tuple[float, Region]:
+            return estimate_slide_mpp(slide)
+
+        def done(found: tuple[float, Region]) -> None:
+            mpp, region = found
+            self.slide_mpp.value = round(mpp, 3)
+            self.status.value = (
+                f"about {mpp:.2f} µm/px from the nuclei in {region.width} x {region.height} "
+                f"px at {region.x},{region.y}: an estimate, check it"
+            )
+
+        self.runner.start("Estimate pixel size", job, done)
 
     def source_mpp(self, image: napari.layers.Image) -> float | None:
         """The pixel size the user gave for a source whose file has none (None: it has
@@ -149,6 +178,7 @@ class VirtualStainWidget(Container):
             f"Virtual {target}",
             job,
             lambda results: self.add_results(results, image, target, given_mpp),
+            key=f"{model_path}|{device}|{target}|{steps}|{guidance}",
         )
 
     def check_size(self, image: napari.layers.Image, regions: list[Region]) -> None:
