@@ -103,7 +103,20 @@ def test_rna_of_the_spots_selected_on_a_visium_layer(setup, qtbot, tiny_model_di
     viewer, widget = setup
     layers = viewer.open(str(BRAIN / "test_data.h5ad"), plugin="napari-mupd")
     (points,) = [layer for layer in layers if isinstance(layer, napari.layers.Points)]
+    assert widget.legend.native.isHidden()  # no RNA from spots chosen yet
     widget.rna_source.value = RNA_SPOTS
+    # the legend names each cluster in the colour its spots are outlined in
+    legend = points.metadata["clusters"]
+    column = legend["column"]
+    assert not widget.legend.native.isHidden() and widget.legend.value.startswith(column)
+    for i in (0, 5):
+        cluster = points.features[column].iloc[i]
+        colour = legend["colours"][cluster]
+        np.testing.assert_allclose(
+            points.border_color[i],
+            napari.utils.colormaps.standardize_color.transform_color(colour)[0],
+        )
+        assert f"<font color='{colour}'>&#9632;</font>&nbsp;{cluster}" in widget.legend.value
     widget.run.clicked.emit()  # nothing selected yet: an error, no run
     assert not widget.runner.running and widget.added == []
     points.selected_data = {0, 3, 5}
@@ -118,3 +131,13 @@ def test_rna_of_the_spots_selected_on_a_visium_layer(setup, qtbot, tiny_model_di
     np.testing.assert_array_equal(
         layer.data, (np.clip(expected[0], 0, 1) * 255 + 0.5).astype(np.uint8)
     )
+
+
+def test_guidance_scales_show_only_with_their_condition(setup):
+    _, widget = setup
+    hidden = lambda w: w.native.isHidden()  # noqa: E731
+    assert hidden(widget.text_scale) and hidden(widget.rna_scale) and hidden(widget.image_scale)
+    widget.prompt.value = "colon, adenocarcinoma"
+    widget.rna_source.value = RNA_FILE
+    widget.use_reference.value = True
+    assert not any(hidden(w) for w in (widget.text_scale, widget.rna_scale, widget.image_scale))

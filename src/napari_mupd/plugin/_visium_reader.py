@@ -53,15 +53,16 @@ def read_visium(path: str | list[str]) -> list[LayerData]:
     }
     image = (spots.image, {"name": f"{name} H&E", "rgb": True, "metadata": provenance}, "image")
     features = spot_features(spots, kind)
+    colours, legend = _cluster_colours(spots, features)
     points_kwargs: dict[str, Any] = {
         "name": f"{name} spots",
         "size": spots.spot_diameter,
         "features": features,
         # outlines in the cluster colours: the H&E under each spot stays visible
         "face_color": "transparent",
-        "border_color": _face_colours(spots, features),
+        "border_color": colours,
         "border_width": 0.12,
-        "metadata": provenance,
+        "metadata": {**provenance, "clusters": legend},
     }
     return [image, (spots.coords[:, ::-1].copy(), points_kwargs, "points")]
 
@@ -91,19 +92,21 @@ def spot_features(spots: Spots, kind: str) -> pd.DataFrame:
     return features
 
 
-def _face_colours(spots: Spots, features: pd.DataFrame) -> Any:
-    """Colours of the first cluster column (the file's palette if it has one), else one colour."""
+def _cluster_colours(spots: Spots, features: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
+    """Spot colours from the first cluster column (the file's palette if it has one), else
+    one colour; and the legend: ``{"column": name, "colours": {cluster: colour}}``."""
     column = next((c for c in CLUSTER_COLUMNS if c in features), None)
     if column is None:
         column = next((c for c in features.columns if c not in ("barcode", "total_counts")), None)
     if column is None:
-        return "#ffd700"
+        return "#ffd700", {}
     obs = spots.obs
     assert obs is not None  # the categorical columns came from it
     categories = [str(c) for c in obs[column].cat.categories]
     palette = spots.palettes.get(column) or PALETTE
     lookup = {c: palette[i % len(palette)] for i, c in enumerate(categories)}
-    return [lookup[value] for value in features[column]]
+    legend = {"column": column, "colours": lookup}
+    return [lookup[value] for value in features[column]], legend
 
 
 def _has_spatial(path: Path) -> bool:

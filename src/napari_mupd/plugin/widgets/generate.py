@@ -52,6 +52,7 @@ class GenerateTissueWidget(Container):
             viewer, napari.layers.Points, label="spots", nullable=True,
             tooltip="empty: the top layer of Visium spots",
         )  # fmt: skip
+        self.legend = Label(value="")  # the spots' cluster colours
         self.rna_scale = FloatSpinBox(label="RNA guidance", value=1.0, min=0.0, max=20.0)
         self.use_reference = CheckBox(text="reference tile from a region", value=False)
         self.reference = RegionPicker(viewer, source_label="reference")
@@ -73,6 +74,7 @@ class GenerateTissueWidget(Container):
                 self.rna_source,
                 self.rna_file,
                 self.spots,
+                self.legend,
                 self.rna_scale,
                 self.use_reference,
                 self.reference,
@@ -88,15 +90,35 @@ class GenerateTissueWidget(Container):
         )
         self.runner = TaskRunner("Generate tissue", self.run, self.cancel, self.status)
         self.run.changed.connect(self.start)
-        self.rna_source.changed.connect(self._toggle)
-        self.use_reference.changed.connect(self._toggle)
+        for control in (self.rna_source, self.use_reference, self.prompt, self.spots):
+            control.changed.connect(self._toggle)
+        for event in ("inserted", "removed"):
+            getattr(viewer.layers.events, event).connect(self._toggle)
         self._toggle()
         self.added: list[Any] = []
 
-    def _toggle(self) -> None:
+    def _toggle(self, *_: object) -> None:
+        """Show the controls of the chosen conditions only (a scale with its condition)."""
+        spots = self.rna_source.value == RNA_SPOTS
         self.rna_file.visible = self.rna_source.value == RNA_FILE
-        self.spots.visible = self.rna_source.value == RNA_SPOTS
-        self.reference.visible = self.use_reference.value
+        self.spots.visible = spots
+        self.rna_scale.visible = self.rna_source.value != NO_RNA
+        self.text_scale.visible = bool(self.prompt.value.strip())
+        self.reference.visible = self.image_scale.visible = self.use_reference.value
+        layer = self.spots_layer() if spots else None
+        self.legend.value = cluster_legend(layer.metadata.get("clusters", {})) if layer else ""
+        self.legend.visible = bool(self.legend.value)
+
+    def spots_layer(self) -> napari.layers.Points | None:
+        """The chosen Points layer, else the top one with Visium spots."""
+        return self.spots.value or next(
+            (
+                la
+                for la in reversed(self.viewer.layers)
+                if isinstance(la, napari.layers.Points) and "visium" in la.metadata
+            ),
+            None,
+        )
 
     def rna(self) -> Any:
         """The RNA condition: a CSV path, the mean of an .h5ad, or of the selected spots."""
@@ -110,14 +132,7 @@ class GenerateTissueWidget(Container):
                 return str(path)
             return spots_expression(path)  # the mean of every spot
         if self.rna_source.value == RNA_SPOTS:
-            points = self.spots.value or next(
-                (
-                    la
-                    for la in reversed(self.viewer.layers)
-                    if isinstance(la, napari.layers.Points) and "visium" in la.metadata
-                ),
-                None,
-            )
+            points = self.spots_layer()
             if points is None or "visium" not in points.metadata:
                 raise ConditionError("open Visium spots (.h5ad or a Space Ranger folder) first")
             if not points.selected_data:
@@ -234,3 +249,14 @@ def _short(text: str, limit: int = 40) -> str:
     if len(text) <= limit:
         return text
     return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+
+
+def cluster_legend(clusters: dict[str, Any], most: int = 12) -> str:
+    """Rich text for a Visium reader's ``metadata["clusters"]``: a coloured square and
+    name per cluster (the first ``most``), "" when there are none."""
+    colours = clusters.get("colours", {})
+    if not colours:
+        return ""
+    items = [f"<font color='{c}'>&#9632;</font>&nbsp;{n}" for n, c in list(colours.items())[:most]]
+    more = f" (+{len(colours) - most})" if len(colours) > most else ""
+    return f"{clusters.get('column', 'clusters')}: " + "  ".join(items) + more
