@@ -54,3 +54,10 @@ def test_console_script_installed():
         [sys.executable, "-m", "napari_mupd.cli", "--version"], capture_output=True, text=True
     )
     assert result.returncode == 0 and "napari-mupd" in result.stdout
+
+
+def test_info_without_a_slide_says_what_it_needs(capsys):
+    assert main(["info"]) == 2
+    err = capsys.readouterr().err
+    assert "mupd info needs a slide" in err and "CMU-1-Small-Region.svs" in err
+    assert "Traceback" not in err

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from napari_mupd.errors import SlideError
 from napari_mupd.io import Slide, open_slide
 from napari_mupd.resources import sample_slide_path
 
@@ -55,6 +56,11 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """``mupd info``: print a slide's pyramid and metadata."""
+    if args.slide is None:
+        raise SlideError(
+            "mupd info needs a slide: a file (.svs, .tif/.tiff, .ndpi, .mrxs, .scn, .dcm, "
+            f"...) or an OME-Zarr folder; e.g. the sample: mupd info {sample_slide_path()}"
+        )
     with open_slide(args.slide) as slide:
         summary = slide_summary(slide)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
@@ -123,7 +129,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``info`` and ``demo``."""
     info = sub.add_parser("info", help="describe a slide: levels, pixel size, vendor")
-    info.add_argument("slide", help="slide file or OME-Zarr folder")
+    info.add_argument("slide", nargs="?", help="slide file or OME-Zarr folder")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
     info.set_defaults(func=cmd_info)
 
