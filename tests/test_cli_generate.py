@@ -44,6 +44,22 @@ def test_generate_from_text_writes_tiles_and_manifest(tiny_model, tmp_path, caps
     assert Image.open(tmp_path / "tile_0000.png").size == (64, 64)
 
 
+def test_generate_names_the_words_it_does_not_read(tiny_model, tmp_path, capsys):
+    # the tiny model knows 6 words and reads 16 tokens: Ki67 (4) and hotspot (7) are spelled
+    # out, invasive and colon come after the 16th token
+    args = ["generate", "--model", str(tiny_model), "--n", "1", "--steps", "1"]
+    prompt = "Ki67 hotspot tumor invasive colon"
+    assert main([*args, "--text", prompt, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mupd: note: ")
+    assert "does not know, spelled out letter by letter" in err[0]
+    assert "Ki67, hotspot" in err[0] and "16-token limit, ignored: invasive, colon" in err[0]
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["text_words"] == {"unknown": ["Ki67", "hotspot"], "cut": ["invasive", "colon"]}
+    assert main([*args, "--text", "tumor, colon", "--out", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().err == ""  # known words: nothing to say
+
+
 def test_generate_same_seed_same_tiles(tiny_model, tmp_path):
     for run in ("a", "b"):
         main(

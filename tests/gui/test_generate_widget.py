@@ -141,3 +141,20 @@ def test_guidance_scales_show_only_with_their_condition(setup):
     widget.rna_source.value = RNA_FILE
     widget.use_reference.value = True
     assert not any(hidden(w) for w in (widget.text_scale, widget.rna_scale, widget.image_scale))
+
+
+def test_words_the_model_does_not_read_are_named(setup, qtbot):
+    _, widget = setup  # the tiny model knows 6 words and reads 16 tokens
+    assert widget.words.native.isHidden()
+    widget.prompt.value = "tumor with Ki67"  # as the user types
+    assert not widget.words.native.isHidden()
+    assert "does not know" in widget.words.value and "with, Ki67" in widget.words.value
+    widget.prompt.value = "tumor, colon"
+    assert widget.words.native.isHidden() and widget.words.value == ""
+    widget.prompt.value = "Ki67 hotspot tumor invasive colon"
+    widget.n_tiles.value, widget.steps.value = 1, 1
+    generate(qtbot, widget)  # the pipeline's own answer, in the status line too
+    (layer,) = widget.added
+    assert layer.metadata["text_words"]["unknown"] == ("Ki67", "hotspot")
+    assert "16-token limit, ignored: invasive, colon" in widget.status.value
+    assert "Ki67, hotspot" in widget.words.value and not widget.words.native.isHidden()

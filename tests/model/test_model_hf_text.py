@@ -17,7 +17,11 @@ def bert_folder(tmp_path):
     """A tiny random BERT with a word-piece vocabulary, saved as a local HF folder."""
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab))
+    if int(transformers.__version__.split(".")[0]) >= 5:  # 5.x ignores vocab_file=
+        tokenizer = transformers.BertTokenizerFast(vocab=str(vocab))
+    else:
+        tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab))
+    assert tokenizer.unk_token_id not in tokenizer("tumor", add_special_tokens=False).input_ids
     config = transformers.BertConfig(
         vocab_size=len(WORDS) + 5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=32, max_position_embeddings=32,
@@ -49,3 +53,12 @@ def test_width_mismatch_is_reported(bert_folder) -> None:
     config = dataclasses.replace(MuPDConfig.tiny(), hf_text_encoder=str(bert_folder), text_dim=32)
     with pytest.raises(ValueError, match="width 16"):
         MuPDPipeline.from_config(config)
+
+
+def test_hf_unknown_words_are_reported(bert_folder) -> None:
+    config = dataclasses.replace(MuPDConfig.tiny(), hf_text_encoder=str(bert_folder), text_dim=16)
+    pipe = MuPDPipeline.from_config(config, device="cpu")
+    words = pipe.check_words("tumor with Ki67 cells")
+    assert words.unknown == ("Ki67",) and words.cut == ()
+    assert "unknown token" in words.note()
+    assert not pipe.check_words("normal stroma")

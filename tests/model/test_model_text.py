@@ -47,3 +47,21 @@ def test_encoder_gives_one_feature_per_token() -> None:
         out = enc(ids, mask)
     assert out.shape == (2, ids.shape[1], 16)
     assert torch.isfinite(out).all()
+
+
+def test_check_words_names_unknown_and_cut_words_as_typed() -> None:
+    words = TOK.check_words("Tumor with Ki67, stroma tumor hotspot")
+    # tumor 1 + with 4 + ki67 4 + "," 1 + stroma 1 + tumor 1 = 12 tokens; hotspot is past 12
+    assert words.unknown == ("with", "Ki67") and words.cut == ("hotspot",)
+    assert words.max_tokens == 12 and bool(words)
+    note = words.note()
+    assert "\n" not in note and "Ki67" in note and "hotspot" in note
+    assert "spelled out" in note and "12-token limit, ignored" in note
+    assert len(TOK.ids("Tumor with Ki67, stroma tumor hotspot")) == 12  # what ids really does
+
+
+def test_check_words_is_quiet_for_known_words_and_single_characters() -> None:
+    words = TOK.check_words("tumor, stroma; x")  # punctuation and letters are characters
+    assert not words and words.note() == ""
+    assert TOK.check_words("Tumor tumor").unknown == ()
+    assert TOK.check_words("ki67 KI67").unknown == ("ki67",)  # each word once

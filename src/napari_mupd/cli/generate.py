@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not (args.text or args.rna or args.image):
         raise ConditionError("give at least one condition: --text, --rna or --image")
     pipe = load_pipeline(args.model, args.device)
+    words = pipe.check_words(args.text) if args.text else None
+    if words:  # never drop a word without saying so
+        print(f"mupd: note: {words.note()}", file=sys.stderr)
     image = None
     if args.image:
         with open_slide(args.image) as slide:
@@ -72,6 +76,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "napari_mupd_version": __version__,
         "files": files,
         "inputs": {"text": args.text, "rna": args.rna, "spot": args.spot, "image": args.image},
+        "text_words": None
+        if words is None
+        else {"unknown": list(words.unknown), "cut": list(words.cut)},
         **result.provenance(),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))

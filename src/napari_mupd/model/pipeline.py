@@ -34,7 +34,13 @@ from napari_mupd.model.attention import STREAMS, StreamInput
 from napari_mupd.model.config import MuPDConfig, TargetSpec
 from napari_mupd.model.encoders.image import ReferenceImageEncoder, image_to_tensor
 from napari_mupd.model.encoders.rna import Normalization, RNAEncoder, RNAReport, expression_features
-from napari_mupd.model.encoders.text import HFTextEncoder, TextEncoder
+from napari_mupd.model.encoders.text import (
+    HFTextEncoder,
+    PromptWords,
+    TextEncoder,
+    check_prompts,
+    unique_words,
+)
 from napari_mupd.model.guidance import GuidanceScale, combine_guidance, guidance_passes
 from napari_mupd.model.schedulers import (
     FlowMatchEulerScheduler,
@@ -368,6 +374,20 @@ class MuPDPipeline:
         ids, mask = ids.to(self.device), mask.to(self.device)
         tokens = self.text_encoder(ids, mask).float()
         return StreamInput(tokens, torch.ones(len(ids), dtype=torch.bool, device=self.device), mask)
+
+    def check_words(self, text: str | Sequence[str]) -> PromptWords:
+        """The words of a prompt (or of a list, merged) that the text encoder does not
+        know or cuts off; say them to the user (``PromptWords.note``), never drop them
+        silently. ConditionError on an empty prompt."""
+        found = [self.text_encoder.check_words(p) for p in check_prompts(text)]
+        if len(found) == 1:
+            return found[0]
+        return PromptWords(
+            unique_words(w for f in found for w in f.unknown),
+            unique_words(w for f in found for w in f.cut),
+            found[0].max_tokens,
+            found[0].fallback,
+        )
 
     def encode_rna(
         self, rna: object, normalize: Normalization = "auto"

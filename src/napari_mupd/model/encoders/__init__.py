@@ -10,10 +10,16 @@ from napari_mupd.model.encoders.rna import (
     expression_features,
     read_expression,
 )
-from napari_mupd.model.encoders.text import HFTextEncoder, TextEncoder, TextTokenizer
+from napari_mupd.model.encoders.text import (
+    HFTextEncoder,
+    PromptWords,
+    TextEncoder,
+    TextTokenizer,
+)
 
 __all__ = [
     "HFTextEncoder",
+    "PromptWords",
     "RNAEncoder",
     "RNAFeatures",
     "RNAReport",

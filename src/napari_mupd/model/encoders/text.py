@@ -6,6 +6,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,6 +36,49 @@ def check_prompts(text: str | Sequence[str]) -> list[str]:
     return prompts
 
 
+def _words(items: Sequence[str]) -> str:
+    return ", ".join(items)
+
+
+@dataclass(frozen=True)
+class PromptWords:
+    """What a text encoder makes of a prompt's words (see ``check_words``).
+
+    ``unknown``: words it has no token for (the built-in tokenizer spells them out letter
+    by letter, which a model trained on a small vocabulary reads poorly; a Hugging Face
+    tokenizer maps them to its unknown token). ``cut``: words past the ``max_tokens``
+    limit, which the encoder never reads. Words are as typed, in prompt order, each once.
+    """
+
+    unknown: tuple[str, ...] = ()
+    cut: tuple[str, ...] = ()
+    max_tokens: int = 0
+    #: How ``unknown`` words are encoded, for the note.
+    fallback: str = "spelled out letter by letter (expect little effect)"
+
+    def __bool__(self) -> bool:
+        return bool(self.unknown or self.cut)
+
+    def note(self) -> str:
+        """One line for the user naming the words and what happened to them; "" if none."""
+        parts = []
+        if self.unknown:
+            parts.append(
+                f"words the text encoder does not know, {self.fallback}: {_words(self.unknown)}"
+            )
+        if self.cut:
+            parts.append(f"past its {self.max_tokens}-token limit, ignored: {_words(self.cut)}")
+        return "; ".join(parts)
+
+
+def unique_words(words: Iterable[str]) -> tuple[str, ...]:
+    """Each word once (case-insensitively), as first typed."""
+    first: dict[str, str] = {}
+    for word in words:
+        first.setdefault(word.lower(), word)
+    return tuple(first.values())
+
+
 class TextTokenizer:
     """Lower-case word tokenizer with a character fallback; fully determined by its vocab.
 
@@ -62,6 +106,25 @@ class TextTokenizer:
             else:
                 out.extend(self._chars.get(ch, UNK) for ch in piece)
         return out[: self.max_length]
+
+    def check_words(self, prompt: str) -> PromptWords:
+        """The words of ``prompt`` not in the vocabulary (spelled out, see `ids`) and those
+        past ``max_length`` tokens (dropped): what `ids` does with them, for the user."""
+        lowered = prompt.lower()
+        same = len(lowered) == len(prompt)  # then spans of the lowered text fit the prompt
+        unknown, cut, used = [], [], 0
+        for match in _PIECES.finditer(lowered):
+            piece = match.group()
+            known = piece in self._words
+            used += 1 if known else len(piece)
+            if not piece.isalnum():
+                continue
+            word = prompt[match.start() : match.end()] if same else piece
+            if used > self.max_length:
+                cut.append(word)
+            elif not known and len(piece) > 1:
+                unknown.append(word)
+        return PromptWords(unique_words(unknown), unique_words(cut), self.max_length)
 
     def __call__(self, text: str | Sequence[str]) -> tuple[Tensor, Tensor]:
         """Padded ids (B, L) and a mask (B, L), True for real tokens."""
@@ -100,6 +163,10 @@ class TextEncoder(nn.Module):
         """Ids and mask for `forward`; ConditionError on empty prompts."""
         return self.tokenizer(text)
 
+    def check_words(self, prompt: str) -> PromptWords:
+        """Unknown and cut words of ``prompt`` (see `TextTokenizer.check_words`)."""
+        return self.tokenizer.check_words(prompt)
+
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
         """Token features (B, L, dim); padded positions are to be ignored (see `mask`)."""
         x = self.embed(ids) + self.pos[: ids.shape[1]]
@@ -135,6 +202,23 @@ class HFTextEncoder(nn.Module):
             return_tensors="pt",
         )
         return enc["input_ids"], enc["attention_mask"].bool()
+
+    def check_words(self, prompt: str) -> PromptWords:
+        """Whitespace-separated words of ``prompt`` that the tokenizer maps to its unknown
+        token, and those past ``max_length`` tokens (special tokens included)."""
+        tok = self.hf_tokenizer
+        used = tok.num_special_tokens_to_add()
+        unknown, cut = [], []
+        for word in prompt.split():
+            ids = tok(word, add_special_tokens=False)["input_ids"]
+            used += len(ids)
+            if used > self.max_length:
+                cut.append(word)
+            elif tok.unk_token_id is not None and tok.unk_token_id in ids:
+                unknown.append(word)
+        return PromptWords(
+            unique_words(unknown), unique_words(cut), self.max_length, "read as the unknown token"
+        )
 
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
         """Last hidden state (B, L, hidden_size)."""
