@@ -48,3 +48,16 @@ def test_tissue_map_reads_level0_regions_off_a_coarser_mask():
     assert tissue.fraction(Region(20, 0, 40, 40)) == 0.5
     assert tissue.fraction(Region(0, 0, 3, 3)) == 0.0  # at least one mask pixel
     assert tissue.fraction(Region(500, 500, 10, 10)) == 0.0  # off the mask
+
+
+def test_pale_tissue_beside_dense_tissue_is_tissue():
+    """Lung parenchyma (thin alveolar walls) around a dense lesion is tissue to stain:
+    the dense lesion does not set the saturation threshold above it, and the alveoli are
+    closed into the tissue around them (only the lesion was found before)."""
+    with open_slide(DATA / "serial_sections/mouse_lung_lesion3/29-041-Izd2-w35-He-les3.jpg") as s:
+        rgb = np.asarray(s.read_region((0, 0), 0, s.dimensions))[..., :3]
+    mask = tissue_mask(rgb)
+    assert mask.mean() > 0.75  # the section fills the image
+    parenchyma = mask[:128, 600:892]  # alveoli only, upper right, away from the lesion
+    assert parenchyma.mean() > 0.6
+    assert not tissue_mask(np.full((256, 256, 3), 245, np.uint8)).any()

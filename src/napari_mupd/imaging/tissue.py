@@ -13,15 +13,22 @@ from napari_mupd.imaging.regions import Region
 
 #: Saturation below this is glass whatever Otsu says (an empty slide has no tissue mode).
 MIN_SATURATION = 0.07
+#: Saturation above this is tissue whatever Otsu says: where dense tissue sets Otsu's
+#: threshold (a tumour in lung, a tile full of nuclei), pale tissue stays tissue.
+MAX_SATURATION = 0.12
+#: Gaps narrower than this fraction of the image's longer side (alveoli, the lumen
+#: of small vessels, cracks) are closed into the tissue around them.
+CLOSING_FRACTION = 0.01
 
 
 def tissue_mask(rgb: np.ndarray, *, min_object_fraction: float = 0.0005) -> np.ndarray:
     """Boolean mask of stained tissue in an RGB uint8 image (an overview or a tile).
 
     Stained tissue is saturated and not too bright; glass is white or grey. The
-    threshold on saturation is Otsu's, floored at :data:`MIN_SATURATION`; the mask is
-    then closed, hole-filled, and objects smaller than ``min_object_fraction`` of the
-    image are dropped.
+    threshold on saturation is Otsu's, kept within [:data:`MIN_SATURATION`,
+    :data:`MAX_SATURATION`]; the mask is then closed over gaps up to
+    :data:`CLOSING_FRACTION` of the image, hole-filled, and objects smaller than
+    ``min_object_fraction`` of the image are dropped.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (h, w, 3) RGB image, got shape {rgb.shape}")
@@ -30,9 +37,11 @@ def tissue_mask(rgb: np.ndarray, *, min_object_fraction: float = 0.0005) -> np.n
     candidates = saturation[value > 0.1]  # ignore pure black (pen marks, borders)
     threshold = MIN_SATURATION
     if candidates.size and np.ptp(candidates) > 0:
-        threshold = max(threshold, float(threshold_otsu(candidates)))
+        threshold = min(MAX_SATURATION, max(threshold, float(threshold_otsu(candidates))))
     mask = (saturation > threshold) & (value > 0.1)
-    mask = ndimage.binary_closing(mask, structure=np.ones((3, 3)), iterations=2)
+    r = max(2, round(CLOSING_FRACTION * max(mask.shape)))
+    # padded, so that tissue cut by the image's edge is not eroded there
+    mask = ndimage.binary_closing(np.pad(mask, r, mode="edge"), iterations=r)[r:-r, r:-r]
     mask = ndimage.binary_fill_holes(mask)
     labels, count = ndimage.label(mask)
     if count:
