@@ -1,8 +1,16 @@
-"""Tile grids with overlap and blending weights that sum to one."""
+"""Tile grids with overlap and blending weights that sum to one, and which chunk of a
+whole-slide job computes each tile."""
 
 from __future__ import annotations
 
+import heapq
+from dataclasses import dataclass
+from functools import cached_property
+
 import numpy as np
+
+#: A chunk of a job by its (row, column) in the chunk grid.
+Chunk = tuple[int, int]
 
 
 def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
@@ -76,3 +84,106 @@ class Blender:
         """The blended canvas; pixels no tile covered are NaN."""
         with np.errstate(invalid="ignore", divide="ignore"):
             return (self.sum / self.weight).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ChunkLayout:
+    """A grid cut into square chunks of ``chunk`` px and tiled with ``tile`` px tiles
+    starting at ``ys`` x ``xs``, and which chunk computes each tile.
+
+    A tile is needed by every chunk it touches and computed by one of them, its owner; the
+    others read it. The owner is the touching chunk of lowest :meth:`rank`: its class, the
+    parity of its row plus that of its column, first. Chunks at (even, even) compute every
+    tile that touches them; (even, odd) and (odd, even) ones every tile they share with no
+    (even, even) chunk; (odd, odd) ones only what they share with nobody. Neighbours are
+    never of one class, so (when tiles are no larger than chunks) a chunk waits for two
+    classes of neighbours at most: a dependency chain is three chunks long, however big the
+    slide, and every tile is computed once.
+    """
+
+    chunk: int
+    tile: int
+    ys: tuple[int, ...]  # tile starts along y and x (tile_starts of the grid)
+    xs: tuple[int, ...]
+    shape: tuple[int, int]  # the grid's (height, width)
+
+    @classmethod
+    def of(
+        cls, shape: tuple[int, int], chunk: int, tile: int, overlap: int, align: int = 8
+    ) -> ChunkLayout:
+        """The layout of a grid of ``shape`` tiled as :func:`tile_starts` tiles it."""
+        ys = tile_starts(shape[0], tile, overlap, align)
+        xs = tile_starts(shape[1], tile, overlap, align)
+        return cls(chunk, tile, tuple(ys), tuple(xs), shape)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Chunks along y and x."""
+        return -(-self.shape[0] // self.chunk), -(-self.shape[1] // self.chunk)
+
+    def _span(self, start: int, axis: int) -> range:
+        """Indices along ``axis`` of the chunks a tile starting at ``start`` touches."""
+        return range(
+            start // self.chunk, min(self.grid[axis], (start + self.tile - 1) // self.chunk + 1)
+        )
+
+    @staticmethod
+    def rank(chunk: Chunk) -> tuple[int, int, int]:
+        """The order in which chunks claim the tiles they touch (lowest first)."""
+        r, c = chunk
+        return r % 2 + c % 2, r, c
+
+    def chunks(self, y: int, x: int) -> list[Chunk]:
+        """The chunks the tile at (y, x) touches: every one of them needs it."""
+        return [(r, c) for r in self._span(y, 0) for c in self._span(x, 1)]
+
+    def owner(self, y: int, x: int) -> Chunk:
+        """The chunk that computes the tile at (y, x)."""
+        return min(self.chunks(y, x), key=self.rank)
+
+    @cached_property
+    def _spans(self) -> tuple[list[range], list[range]]:
+        """The distinct chunk spans of the tiles along y and along x."""
+        return (
+            list(dict.fromkeys(self._span(y, 0) for y in self.ys)),
+            list(dict.fromkeys(self._span(x, 1) for x in self.xs)),
+        )
+
+    def depends(self, chunk: Chunk) -> set[Chunk]:
+        """The other chunks that compute tiles ``chunk`` needs (each of lower rank)."""
+        r, c = chunk
+        rows = [s for s in self._spans[0] if r in s]
+        cols = [s for s in self._spans[1] if c in s]
+        owners = {
+            min(((i, j) for i in rs for j in cs), key=self.rank) for rs in rows for cs in cols
+        }
+        return owners - {chunk}
+
+    def schedule(self, chunks: list[Chunk] | None = None) -> list[Chunk]:
+        """``chunks`` (default: all) with each after the chunks it depends on, band by band
+        down the grid, so that a shared tile is read soon after it is written."""
+        rows, cols = self.grid
+        todo = set(
+            chunks if chunks is not None else [(r, c) for r in range(rows) for c in range(cols)]
+        )
+        deps = {chunk: self.depends(chunk) & todo for chunk in todo}
+
+        def key(chunk: Chunk) -> tuple[int, tuple[int, int, int]]:
+            return max([chunk[0], *(d[0] for d in self.depends(chunk))]), self.rank(chunk)
+
+        waiting = {chunk: len(d) for chunk, d in deps.items()}
+        dependents: dict[Chunk, list[Chunk]] = {chunk: [] for chunk in todo}
+        for chunk, d in deps.items():
+            for dep in d:
+                dependents[dep].append(chunk)
+        ready = [(key(chunk), chunk) for chunk, n in waiting.items() if n == 0]
+        heapq.heapify(ready)
+        order = []
+        while ready:
+            _, chunk = heapq.heappop(ready)
+            order.append(chunk)
+            for other in dependents[chunk]:
+                waiting[other] -= 1
+                if waiting[other] == 0:
+                    heapq.heappush(ready, (key(other), other))
+        return order

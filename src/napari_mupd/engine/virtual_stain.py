@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from skimage.draw import polygon2mask
@@ -32,6 +32,18 @@ from napari_mupd.io import Slide
 
 #: Whether a tile (a region of grid pixels) is worth staining.
 TileFilter = Callable[[Region], bool]
+
+
+class TileStore(Protocol):
+    """Tiles shared by the chunks of a whole-slide job, so that each is computed once:
+    ``borrowed`` says another chunk computed the tile of sample ``sample`` at grid pixel
+    (y, x) and ``load`` reads it; ``save`` offers a tile this chunk computed to the others."""
+
+    def borrowed(self, sample: int, y: int, x: int) -> bool: ...
+
+    def load(self, sample: int, y: int, x: int) -> np.ndarray: ...
+
+    def save(self, sample: int, y: int, x: int, tile: np.ndarray) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -176,6 +188,7 @@ def stain_grid(
     overlap: int | None = None,
     tissue: TileFilter | None = None,
     detail: int = 1,
+    store: TileStore | None = None,
     progress: Progress | None = None,
     cancel: Cancel = lambda: False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -185,8 +198,11 @@ def stain_grid(
     field, so any window gives the same pixels as staining everything at once.
     ``tissue(tile)`` (a region of grid pixels) may skip tiles without tissue (left at
     the fill value: white for RGB, 0 for marker channels). ``detail`` > 1 (a model that
-    `renders_detail`) draws ``detail`` output pixels per grid pixel. Returns the mean and,
-    for ``samples`` > 1, the std, of shape (detail * window height, detail * width, C).
+    `renders_detail`) draws ``detail`` output pixels per grid pixel. Tiles that ``store``
+    says another chunk computed are read from it, and the others offered to it. Returns the
+    mean and, for ``samples`` > 1, the std, of shape (detail * window height, detail *
+    width, C). Tiles are blended in one order (row by row, over the grid) whoever computed
+    them, so every pixel is the same sum, to the bit, for any window.
     """
     if detail > 1 and not model.renders_detail:
         raise RegionError("this model draws on its own grid only (detail must be 1)")
@@ -209,11 +225,15 @@ def stain_grid(
     by0, bx0 = min(y for y, _ in boxes), min(x for _, x in boxes)
     by1, bx1 = max(y for y, _ in boxes) + t, max(x for _, x in boxes) + t
     avg, m2 = None, None  # Welford: exact zero spread for identical samples
-    total = len(boxes) * samples
+    owns = [  # the tiles this call computes, per sample
+        [(y, x) for y, x in boxes if store is None or not store.borrowed(i, y, x)]
+        for i in range(samples)
+    ]
+    total = sum(len(own) for own in owns)
     done = 0
     if progress is not None:  # the tile count before the first tile: the caller may ask
         progress(0, total)
-    for i in range(samples):
+    for i, own in enumerate(owns):
         blender = Blender(
             k * (by1 - by0),
             k * (bx1 - bx0),
@@ -223,10 +243,12 @@ def stain_grid(
             [k * (y - by0) for y in ys_all],
             [k * (x - bx0) for x in xs_all],
         )
-        for start in range(0, len(boxes), batch_size):
+        computed: dict[tuple[int, int], np.ndarray] = {}
+        queue = _InOrder(blender, boxes, set(own), (by0, bx0), k, store, i)
+        for start in range(0, len(own), batch_size):
             if cancel():
                 raise Cancelled("cancelled")
-            batch = boxes[start : start + batch_size]
+            batch = own[start : start + batch_size]
             sources = np.stack([grid.read(slide, Region(x, y, t, t)) for y, x in batch])
             details = None
             if k > 1:
@@ -245,10 +267,14 @@ def stain_grid(
                 model(sources, noise, cancel, details) if k > 1 else model(sources, noise, cancel)
             )
             for (y, x), tile in zip(batch, tiles, strict=True):
-                blender.add(k * (y - by0), k * (x - bx0), tile)
+                if store is not None:
+                    store.save(i, y, x, tile)
+                computed[(y, x)] = tile
+            queue.blend(computed)
             done += len(batch)
             if progress is not None:
                 progress(done, total)
+        queue.blend(computed)  # the borrowed tiles after the last computed one
         blended = blender.result().astype(np.float64)
         if avg is None or m2 is None:
             avg, m2 = blended, np.zeros_like(blended)
@@ -266,6 +292,41 @@ def stain_grid(
     if std is not None:
         std[out] = np.nan_to_num(np.sqrt(m2[crop] / samples))
     return mean, std
+
+
+class _InOrder:
+    """Blends a window's tiles in the order of ``boxes`` (row by row, what one call over
+    the whole grid does), as they become available: computed here, or borrowed from a
+    store when they are not among ``own``."""
+
+    def __init__(
+        self,
+        blender: Blender,
+        boxes: list[tuple[int, int]],
+        own: set[tuple[int, int]],
+        origin: tuple[int, int],
+        detail: int,
+        store: TileStore | None,
+        sample: int,
+    ) -> None:
+        self.blender, self.boxes, self.own, self.origin = blender, boxes, own, origin
+        self.detail, self.store, self.sample = detail, store, sample
+        self.added = 0  # boxes blended so far
+
+    def blend(self, computed: dict[tuple[int, int], np.ndarray]) -> None:
+        """Blend the next boxes while their tiles are at hand (computed ones are taken
+        out of ``computed``)."""
+        k, (oy, ox) = self.detail, self.origin
+        while self.added < len(self.boxes):
+            y, x = self.boxes[self.added]
+            if (y, x) in computed:
+                tile = computed.pop((y, x))
+            elif self.store is not None and (y, x) not in self.own:
+                tile = self.store.load(self.sample, y, x)
+            else:
+                return  # computed later
+            self.blender.add(k * (y - oy), k * (x - ox), tile)
+            self.added += 1
 
 
 def stain_region(
