@@ -64,6 +64,19 @@ def undock(viewer: napari.Viewer, widget) -> None:
     viewer.window.remove_dock_widget(widget.native.parent())
 
 
+def answer_yes(widget) -> None:
+    """Say yes to "go on?" (and print the question the dock asked)."""
+    widget.runner.ask = lambda question: print(f"asked: {question}") or True
+
+
+def look_at(viewer: napari.Viewer, layer, x: float, y: float, w: float, h: float) -> None:
+    """Centre the camera on level-0 pixels [x, x+w) x [y, y+h) of ``layer``."""
+    sy, sx = layer.scale[-2:]
+    viewer.camera.center = ((y + h / 2) * sy, (x + w / 2) * sx)
+    canvas_h, canvas_w = viewer.window._qt_viewer.canvas.size
+    viewer.camera.zoom = min(canvas_h / (h * sy), canvas_w / (w * sx))
+
+
 def virtual_stain(out: Path) -> None:
     viewer = new_viewer()
     (slide,) = viewer.open(str(sample_slide_path()), plugin="napari-mupd")
@@ -72,11 +85,12 @@ def virtual_stain(out: Path) -> None:
     viewer.add_shapes([corners], shape_type="rectangle", scale=slide.scale, units=slide.units,
                       edge_color="yellow", face_color="transparent", edge_width=8)  # fmt: skip
     widget = dock(viewer, "Virtual stain")
+    answer_yes(widget)
     widget.model.target.value = "IHC:Ki67"
     widget.run.clicked.emit()
     wait(widget)
     viewer.layers.selection.active = widget.added[0]
-    viewer.reset_view()
+    look_at(viewer, slide, x + 256, y + 256, 400, 400)  # close enough to see the cells
     save(viewer, out / "virtual_stain.png")
     viewer.close()
 
@@ -88,6 +102,7 @@ def generate_tissue(out: Path) -> None:
     points = next(la for la in layers if isinstance(la, napari.layers.Points))
     points.selected_data = set(range(6))
     widget = dock(viewer, "Generate tissue")
+    answer_yes(widget)
     widget.prompt.value = "H&E, brain, cortex"
     widget.rna_source.value = "selected Visium spots"
     widget.n_tiles.value = 4
@@ -106,6 +121,8 @@ def compare_stains(out: Path) -> None:
     corners = np.array([[-0.5, -0.5], [h - 0.5, w - 0.5]])
     viewer.add_shapes([corners], shape_type="rectangle", face_color="transparent")
     stain = dock(viewer, "Virtual stain")
+    answer_yes(stain)
+    stain.slide_mpp.value = 3.5  # these 5 % scans do not say: ~3.5 um/px (nuclei ~2 px)
     stain.model.target.value = "IHC:Ki67"
     stain.run.clicked.emit()
     wait(stain)
@@ -116,7 +133,7 @@ def compare_stains(out: Path) -> None:
     real.name = "Ki67 (real serial section)"
     widget = dock(viewer, "Compare stains")
     widget.real.value, widget.virtual.value = real, virtual
-    widget.show_mode()  # overlay: the virtual stain over the real section, half opaque
+    widget.mode.value = "side by side"  # two linked canvases, each layer opaque
     widget.register.native.click()
     while widget.registering.running:
         QApplication.processEvents()
@@ -134,9 +151,14 @@ def export_tiles(out: Path, folder: Path) -> None:
     viewer = new_viewer()
     viewer.open(str(sample_slide_path()), plugin="napari-mupd")
     widget = dock(viewer, "Export tiles")
+    answer_yes(widget)
     widget.region.mode.value = "whole image"
     widget.n_tiles.value = 8
+    widget.augment.flips.value = True
+    widget.augment.stain_jitter.value = 0.05
+    widget.augment.copies.value = 1
     widget.out.value = str(folder)
+    widget.preview.clicked.emit()  # the planned tiles, drawn before the run
     widget.run.clicked.emit()
     wait(widget)
     save(viewer, out / "export_tiles.png")
