@@ -161,3 +161,35 @@ def test_few_shot_experiment_runs_end_to_end(tmp_path):
     assert df.attrs["classes"] == ["brain", "skin"]
     assert list(df.columns) == ["real only", "real + synthetic"]
     assert ((df.loc[[0, 1]] >= 0) & (df.loc[[0, 1]] <= 1)).all().all()
+
+
+@pytest.mark.slow
+def test_eval_config_reports_adherence(tmp_path, tiny_model_dir, capsys):
+    import yaml
+
+    config = {
+        "out_dir": str(tmp_path / "run"),
+        "model": {"preset": "tiny"},
+        "tasks": [
+            {
+                "name": "captions",
+                "kind": "text",
+                "data": [
+                    {"slide_tiles": {"slide": str(BRAIN / "test_img.jpg"), "caption": "brain",
+                                     "holdout": 0.3}},
+                    {"slide_tiles": {"slide": str(CMU1), "mpp": 2.0, "caption": "skin",
+                                     "holdout": 0.3}},
+                ],
+            }
+        ],
+    }  # fmt: skip
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    args = ["eval", "--config", str(tmp_path / "train.yaml"), "--model", str(tiny_model_dir)]
+    args += ["--steps", "1", "--adherence-tiles", "1", "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "## adherence" in out and "| condition | unconditional (floor) | guidance 1 |" in out
+    assert "| text: captions | 0.500 |" in out  # the floor: chance of two classes
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## adherence" in report and "| text: captions [stain features] | 0.500 |" in report
+    assert (tmp_path / "out" / "adherence-detail.csv").is_file()
