@@ -1,4 +1,4 @@
-"""Slide I/O benchmark: ``open_slide`` vs OpenSlide vs tiffslide on a 40k x 40k pyramid.
+"""Slide I/O benchmark: ``open_slide`` (and napari's path) vs OpenSlide vs tiffslide, 40k px.
 
 Run from the repository root::
 
@@ -11,7 +11,11 @@ The first run writes two synthetic slides with the same pixels into
 * an Aperio-style SVS (BigTIFF; level 0 tiled 256 x 256 JPEG; a striped
   thumbnail page second; 4x, 16x, 64x levels as tiled JPEG pages) that OpenSlide
   opens as vendor "aperio";
-* a pyramidal OME-TIFF holding the same levels in SubIFDs.
+* a pyramidal OME-TIFF holding the same levels in SubIFDs;
+* an OME-Zarr (NGFF 0.4, zarr v2, (c, y, x) chunks of 512 px, zarr's default Blosc-LZ4,
+  as ``napari_mupd.io.ome_zarr.create_ome_zarr`` writes) holding the SVS's decoded
+  levels, so its pixels are the SVS's; only ``open_slide`` reads it, and its "vs
+  OpenSlide" ratios are against OpenSlide on the SVS.
 
 Level 0 is a mosaic of real H&E texture: a pool of 256 px tiles cut (random
 offsets, rotations and flips) from CMU-1-Small-Region.svs, JPEG-encoded once
@@ -25,7 +29,9 @@ Each reader is measured in a fresh subprocess (``--worker``) for open time
 second at level 0 and level 2 (the same seeded locations for every reader, each
 result converted to an (h, w, 3) uint8 numpy array inside the timed loop: PIL
 images through ``np.asarray``; tiffslide is also run with its ``as_array=True``
-numpy path) and peak RSS (the worker's VmHWM). Readers run in rounds
+numpy path; "napari's path" slices the layer data the napari reader hands napari,
+as napari's slicer does, and converts it with ``np.asarray``) and peak RSS (the
+worker's VmHWM). Readers run in rounds
 (``--repeat``, default 2) and the fastest run is kept, because the machines
 this runs on are shared. Pixels are checked against OpenSlide
 before anything is timed, and per-region checksums of every timed read are
@@ -71,7 +77,17 @@ SEED = 20240607
 TISSUE_FRACTION = 0.6  # of grid cells, edge tiles included
 N_TISSUE, N_EDGE, N_BACKGROUND = 384, 96, 24
 CHECKSUM_REGIONS = 64  # per level: regions whose checksums are compared across readers
-READERS = ("open_slide", "open_slide (dask)", "openslide", "tiffslide", "tiffslide (as_array)")
+NAPARI = "napari's path"
+READERS = (
+    "open_slide",
+    NAPARI,
+    "open_slide (dask)",
+    "openslide",
+    "tiffslide",
+    "tiffslide (as_array)",
+)
+ZARR_READERS = ("open_slide", NAPARI, "open_slide (dask)")  # the others cannot read OME-Zarr
+ZARR_CHUNK = 512  # create_ome_zarr's default
 
 
 # --------------------------------------------------------------------------------------
@@ -384,6 +400,92 @@ def ensure_slides(cache_dir: Path, size: int) -> dict[str, Path]:
     return paths
 
 
+def ensure_zarr(cache_dir: Path, size: int, svs: Path) -> Path:
+    """The OME-Zarr twin of the SVS (its decoded levels), written once and reused."""
+    import shutil
+
+    import zarr
+
+    from napari_mupd.io import open_slide
+
+    path = cache_dir / f"bench-{size}.ome.zarr"
+    stamp = cache_dir / f"bench-{size}.ome.zarr.json"
+    st = svs.stat()
+    params = {"svs": [st.st_size, st.st_mtime_ns], "chunk": ZARR_CHUNK, "version": 1}
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        saved = json.loads(stamp.read_text())
+        if saved["params"] == params and saved["zattrs"] == (path / ".zattrs").stat().st_mtime_ns:
+            print(f"reusing cached OME-Zarr {path.name}")
+            return path
+    print(f"writing {path.name} from {svs.name} ...", flush=True)
+    t0 = time.perf_counter()
+    tmp = path.with_name(path.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+    datasets = []
+    block = 4 * ZARR_CHUNK
+    with open_slide(svs) as slide:
+        for i, level in enumerate(slide.level_arrays[: slide.metadata["native_levels"]]):
+            h, w = level.shape[:2]
+            array = group.create_array(
+                str(i),
+                shape=(3, h, w),
+                dtype="uint8",
+                chunks=(3, ZARR_CHUNK, ZARR_CHUNK),
+                fill_value=0,
+                chunk_key_encoding={"name": "v2", "separator": "/"},
+            )
+            for y in range(0, h, block):
+                for x in range(0, w, block):
+                    pixels = level[y : y + block, x : x + block]
+                    array[:, y : y + pixels.shape[0], x : x + pixels.shape[1]] = np.moveaxis(
+                        pixels, -1, 0
+                    )
+            ds = slide.downsamples[i]
+            datasets.append(
+                {
+                    "path": str(i),
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": [1.0, MPP * ds, MPP * ds]}
+                    ],
+                }
+            )
+    group.attrs["multiscales"] = [  # written last: .zattrs dates the finished copy
+        {
+            "version": "0.4",
+            "name": path.name,
+            "axes": [
+                {"name": "c", "type": "channel"},
+                {"name": "y", "type": "space", "unit": "micrometer"},
+                {"name": "x", "type": "space", "unit": "micrometer"},
+            ],
+            "datasets": datasets,
+        }
+    ]
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+    stamp.write_text(
+        json.dumps({"params": params, "zattrs": (path / ".zattrs").stat().st_mtime_ns})
+    )
+    print(f"  OME-Zarr: {path.name} {file_mib(path):,.0f} MiB in {time.perf_counter() - t0:.1f} s")
+    return path
+
+
+def file_mib(path: Path) -> float:
+    """Size of a file, or of every file under a folder (an OME-Zarr), in MiB."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+    return path.stat().st_size / 2**20
+
+
+def readers_of(name: str) -> tuple[str, ...]:
+    return ZARR_READERS if name == "OME-Zarr" else READERS
+
+
+def _ours(kind: str) -> bool:
+    return kind.startswith("open_slide") or kind == NAPARI
+
+
 # --------------------------------------------------------------------------------------
 # Readers (each measured in its own subprocess)
 # --------------------------------------------------------------------------------------
@@ -404,7 +506,7 @@ class _Reader:
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        if kind.startswith("open_slide"):
+        if _ours(kind):
             from napari_mupd.io import open_slide
 
             self._open = open_slide
@@ -424,12 +526,12 @@ class _Reader:
 
     def dims(self, slide) -> list[tuple[int, int]]:
         """(width, height) per level, what each reader exposes natively."""
-        if self.kind.startswith("open_slide"):
+        if _ours(self.kind):
             return [(s[1], s[0]) for s in (lv.shape for lv in slide.level_info)]
         return [tuple(d) for d in slide.level_dimensions]
 
     def downsample(self, slide, level: int) -> float:
-        if self.kind.startswith("open_slide"):
+        if _ours(self.kind):
             return slide.downsamples[level]
         return slide.level_downsamples[level]
 
@@ -442,6 +544,15 @@ class _Reader:
         if self.kind == "open_slide (dask)":
             array = slide.levels[level]
             return lambda x, y: array[y : y + REGION, x : x + REGION].compute()
+        if self.kind == NAPARI:
+            # the layer data the reader gives napari, sliced the way napari's slicer does
+            # (_ScalarFieldSliceRequest: a tuple of slices, then np.asarray)
+            from napari_mupd.plugin._reader import slide_layer_data
+
+            data = slide_layer_data(slide)[0][level]
+            return lambda x, y: np.asarray(
+                data[slice(y, y + REGION, 1), slice(x, x + REGION, 1), slice(None)]
+            )
         if self.kind == "openslide":
             return lambda x, y: np.asarray(
                 slide.read_region((round(x * ds), round(y * ds)), level, size).convert("RGB")
@@ -552,6 +663,8 @@ def spawn_worker(spec: dict) -> dict:
 def floors(path: Path, level: int, seed: int, n: int, sample: int) -> dict | None:
     """Bytes a region moves and the serial imagecodecs decode time of its tiles.
 
+    For an OME-Zarr: its chunks, decoded by the array's own numcodecs compressor.
+
     The decode is timed in two passes, one before the readers run and one after
     (``decode_pass``); the faster one is the floor, so a busy neighbour on a
     shared machine makes the floor look no slower than it is.
@@ -559,16 +672,31 @@ def floors(path: Path, level: int, seed: int, n: int, sample: int) -> dict | Non
     import imagecodecs
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
-        levels = tif.series[0].levels
-        if level >= len(levels):
-            return None
-        page = levels[level].pages[0]
-        offsets = np.asarray(page.dataoffsets, np.int64)
-        counts = np.asarray(page.databytecounts, np.int64)
-        height, width = page.shape[:2]
-        th, tw = page.chunks[:2]
-        ny, nx = page.chunked[:2]
+    if path.is_dir():
+        import numcodecs
+
+        meta = json.loads((path / str(level) / ".zarray").read_text())
+        _, height, width = meta["shape"]
+        _, th, tw = meta["chunks"]
+        ny, nx = -(-height // th), -(-width // tw)
+        codec = numcodecs.get_codec(meta["compressor"])
+        if hasattr(numcodecs, "blosc"):
+            numcodecs.blosc.use_threads = False  # one thread, as for the JPEG floor
+        chunk_files = [path / str(level) / "0" / str(t // nx) / str(t % nx) for t in range(ny * nx)]
+        counts = np.array([f.stat().st_size if f.exists() else 0 for f in chunk_files], np.int64)
+        decode = codec.decode
+    else:
+        with tifffile.TiffFile(path) as tif:
+            levels = tif.series[0].levels
+            if level >= len(levels):
+                return None
+            page = levels[level].pages[0]
+            offsets = np.asarray(page.dataoffsets, np.int64)
+            counts = np.asarray(page.databytecounts, np.int64)
+            height, width = page.shape[:2]
+            th, tw = page.chunks[:2]
+            ny, nx = page.chunked[:2]
+        decode = imagecodecs.jpeg8_decode
     locations = region_locations(seed + level, n, width, height)
 
     def tiles_of(x: int, y: int) -> list[int]:
@@ -578,22 +706,28 @@ def floors(path: Path, level: int, seed: int, n: int, sample: int) -> dict | Non
 
     touched = [tiles_of(x, y) for x, y in locations.tolist()]
     flat = [t for ts in touched for t in ts]
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        data = [[os.pread(fd, int(counts[t]), int(offsets[t])) for t in ts] for ts in touched]
-    finally:
-        os.close(fd)
-    sample_data = data[:sample]
+    if path.is_dir():
+        data = [[chunk_files[t].read_bytes() for t in ts] for ts in touched[:sample]]
+    else:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            data = [
+                [os.pread(fd, int(counts[t]), int(offsets[t])) for t in ts]
+                for ts in touched[:sample]
+            ]
+        finally:
+            os.close(fd)
+    sample_data = data
 
     def decode_pass() -> float:
         """Seconds per region to decode its tiles serially."""
         for tiles in sample_data[:3]:  # warm up the codec
             for d in tiles:
-                imagecodecs.jpeg8_decode(d)
+                decode(d)
         t0 = time.perf_counter()
         for tiles in sample_data:
             for d in tiles:
-                imagecodecs.jpeg8_decode(d)
+                decode(d)
         return (time.perf_counter() - t0) / len(sample_data)
 
     decode_s = decode_pass()
@@ -625,10 +759,18 @@ def check_pixels(paths: dict[str, Path], seed: int) -> list[str]:
     import openslide
 
     from napari_mupd.io import open_slide
+    from napari_mupd.plugin._reader import slide_layer_data
 
     lines, failed = [], False
-    with open_slide(paths["SVS"]) as ours, open_slide(paths["OME-TIFF"]) as ome:
+    with (
+        open_slide(paths["SVS"]) as ours,
+        open_slide(paths["OME-TIFF"]) as ome,
+        open_slide(paths["OME-Zarr"]) as zarr_slide,
+    ):
         ref = openslide.OpenSlide(str(paths["SVS"]))
+        layers = {
+            name: slide_layer_data(s)[0] for name, s in (("SVS", ours), ("OME-Zarr", zarr_slide))
+        }
         try:
             vendor = ref.properties.get("openslide.vendor")
             lines.append(
@@ -640,21 +782,33 @@ def check_pixels(paths: dict[str, Path], seed: int) -> list[str]:
                 w, h = ref.level_dimensions[level]
                 ds = ref.level_downsamples[level]
                 locs = region_locations(seed + 1000 + level, 6, w, h).tolist()
-                diffs, dask_same, ome_same = [], 0, 0
+                diffs, same = [], dict.fromkeys(("dask", "napari", "ome", "zarr", "zarr napari"), 0)
                 for x, y in locs:
                     loc = (round(x * ds), round(y * ds))
+                    box = (slice(y, y + REGION), slice(x, x + REGION))
                     mine = ours.read_region(loc, level, (REGION, REGION))
                     theirs = np.asarray(ref.read_region(loc, level, (REGION, REGION)))
                     diffs.append(int(np.abs(mine.astype(int) - theirs[..., :3]).max()))
-                    lazy = ours.levels[level][y : y + REGION, x : x + REGION].compute()
-                    dask_same += np.array_equal(lazy, mine)
-                    ome_same += np.array_equal(ome.read_region(loc, level, (REGION, REGION)), mine)
+                    lazy = ours.levels[level][box].compute()
+                    same["dask"] += np.array_equal(lazy, mine)
+                    same["napari"] += np.array_equal(np.asarray(layers["SVS"][level][box]), mine)
+                    same["ome"] += np.array_equal(
+                        ome.read_region(loc, level, (REGION, REGION)), mine
+                    )
+                    same["zarr"] += np.array_equal(
+                        zarr_slide.read_region(loc, level, (REGION, REGION)), mine
+                    )
+                    same["zarr napari"] += np.array_equal(
+                        np.asarray(layers["OME-Zarr"][level][box]), mine
+                    )
+                n = len(locs)
                 lines.append(
                     f"L{level}: open_slide vs OpenSlide on SVS, max |diff| per region {diffs}; "
-                    f"dask path equal {dask_same}/{len(locs)}; "
-                    f"OME-TIFF equal {ome_same}/{len(locs)}"
+                    f"dask path equal {same['dask']}/{n}; napari's path equal "
+                    f"{same['napari']}/{n}; OME-TIFF equal {same['ome']}/{n}; OME-Zarr equal "
+                    f"{same['zarr']}/{n}, its napari's path {same['zarr napari']}/{n}"
                 )
-                failed |= max(diffs) != 0 or dask_same != len(locs) or ome_same != len(locs)
+                failed |= max(diffs) != 0 or any(v != n for v in same.values())
         finally:
             ref.close()
     if failed:
@@ -663,9 +817,11 @@ def check_pixels(paths: dict[str, Path], seed: int) -> list[str]:
 
 
 def warm_file_cache(path: Path) -> None:
-    with path.open("rb") as fh:
-        while fh.read(64 * 2**20):
-            pass
+    for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        if file.is_file():
+            with file.open("rb") as fh:
+                while fh.read(64 * 2**20):
+                    pass
 
 
 # --------------------------------------------------------------------------------------
@@ -715,9 +871,7 @@ def report(results: dict, floor: dict, args, paths, checks, content) -> str:
     out += machine_info(args.load_start)
     out.append(
         f"- files: {args.size:,} x {args.size:,} px, 256 px JPEG Q={JPEG_QUALITY} tiles; "
-        + ", ".join(
-            f"{name} {p.name} {p.stat().st_size / 2**20:,.0f} MiB" for name, p in paths.items()
-        )
+        + ", ".join(f"{name} {p.name} {file_mib(p):,.0f} MiB" for name, p in paths.items())
     )
     if content:
         cls, sizes = content["tile_classes"], content["pool_jpeg_bytes"]
@@ -743,37 +897,53 @@ def report(results: dict, floor: dict, args, paths, checks, content) -> str:
                 f"{name} {kind} "
                 + " / ".join(f"{v:.0f}" for v in results[name][kind].get("L0_runs", []))
                 for name in paths
-                for kind in READERS
+                for kind in results[name]
             )
         )
+    out.append(
+        "- vs OpenSlide: against OpenSlide on the same file where it reads that level, else "
+        "on the SVS (the same pixels: OpenSlide reads the OME-TIFF as one level and cannot "
+        "read OME-Zarr)"
+    )
     out.append("")
     out.append(
         "| file | reader | open (ms) | first open (ms) | L0 regions/s | L2 regions/s "
-        "| peak RSS (MB) | L0 vs OpenSlide | L0 vs 1-thread decode floor | L0 CPU (cores) |"
+        "| peak RSS (MB) | L0 vs OpenSlide | L2 vs OpenSlide | L0 vs 1-thread decode floor "
+        "| L0 CPU (cores) |"
     )
-    out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for name in paths:
-        base = results[name].get("openslide", {}).get("L0")
         fl = floor[name][0]
-        for kind in READERS:
-            r = results[name][kind]
+        for kind, r in results[name].items():
             if "error" in r:
-                out.append(f"| {name} | {kind} | error: {r['error']} | | | | | | | |")
+                out.append(f"| {name} | {kind} | error: {r['error']} | | | | | | | | |")
                 continue
             l0, l2 = r.get("L0"), r.get("L2")
-            ratio = f"{l0['per_s'] / base['per_s']:.2f}x" if l0 and base else "n/a"
+            ratios = [vs_openslide(results, name, key, r) for key in ("L0", "L2")]
             vs_floor = f"{l0['per_s'] / fl['floor_1thread_per_s']:.2f}x" if l0 and fl else "n/a"
             l2s = _fmt(l2 and l2["per_s"]) if l2 else f"n/a ({r['levels']} level)"
             out.append(
                 f"| {name} | {kind} | {r['open_ms']:.1f} | {r['open_first_ms']:.0f} "
-                f"| {_fmt(l0 and l0['per_s'])} | {l2s} | {r['peak_rss_mb']:,.0f} | {ratio} "
-                f"| {vs_floor} | {_fmt(l0 and l0['cpu_cores'], 2)} |"
+                f"| {_fmt(l0 and l0['per_s'])} | {l2s} | {r['peak_rss_mb']:,.0f} | {ratios[0]} "
+                f"| {ratios[1]} | {vs_floor} | {_fmt(l0 and l0['cpu_cores'], 2)} |"
             )
+    if any(NAPARI in results[name] for name in paths):
+        out.append("")
+        out.append(
+            "napari's path (the reader's layer data, sliced as napari does) vs OpenSlide, "
+            "goal >= 2x at level 0: "
+            + "; ".join(
+                f"{name} L0 {vs_openslide(results, name, 'L0', results[name][NAPARI])}, "
+                f"L2 {vs_openslide(results, name, 'L2', results[name][NAPARI])}"
+                for name in paths
+                if "error" not in results[name].get(NAPARI, {"error": 1})
+            )
+        )
     out.append("")
     out.append(
         "Floors (from the files' tile tables; decode = imagecodecs.jpeg8_decode of the tiles "
-        "a region touches, one thread, no cache, I/O excluded; the faster of a pass before "
-        "and a pass after the readers):"
+        "a region touches, or for the OME-Zarr its Blosc decode of the chunks, one thread, "
+        "no cache, I/O excluded; the faster of a pass before and a pass after the readers):"
     )
     out.append("")
     out.append(
@@ -795,6 +965,15 @@ def report(results: dict, floor: dict, args, paths, checks, content) -> str:
                 f"| {f['floor_1thread_per_s']:,.0f} | {cores * f['floor_1thread_per_s']:,.0f} |"
             )
     return "\n".join(out)
+
+
+def vs_openslide(results: dict, name: str, key: str, r: dict) -> str:
+    """A row's regions/s over OpenSlide's at that level, on the same file or the SVS."""
+    mine = r.get(key)
+    base = results[name].get("openslide", {}).get(key) or (
+        results.get("SVS", {}).get("openslide", {}).get(key)
+    )
+    return f"{mine['per_s'] / base['per_s']:.2f}x" if mine and base else "n/a"
 
 
 def best_of(runs: list[dict]) -> dict:
@@ -857,6 +1036,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--markdown", type=Path, help="also write the report here")
+    parser.add_argument(
+        "--readers",
+        help=f"comma-separated readers to run (default all: {', '.join(READERS)})",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -874,6 +1057,10 @@ def main(argv: list[str] | None = None) -> int:
     args.load_start = os.getloadavg()
     t_start = time.perf_counter()
     paths = ensure_slides(args.cache_dir, args.size)
+    paths["OME-Zarr"] = ensure_zarr(args.cache_dir, args.size, paths["SVS"])
+    selected = args.readers.split(",") if args.readers else list(READERS)
+    if unknown := set(selected) - set(READERS):
+        parser.error(f"unknown readers {sorted(unknown)}; choose from {', '.join(READERS)}")
     stamp = json.loads((args.cache_dir / f"bench-{args.size}.json").read_text())
     for path in paths.values():
         warm_file_cache(path)
@@ -888,10 +1075,12 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for name, path in paths.items()
     }
-    runs: dict[str, dict[str, list[dict]]] = {name: {k: [] for k in READERS} for name in paths}
+    runs: dict[str, dict[str, list[dict]]] = {
+        name: {k: [] for k in readers_of(name) if k in selected} for name in paths
+    }
     for round_ in range(args.repeat):  # rounds, so a busy spell hurts one run of each reader
         for name, path in paths.items():
-            for kind in READERS:
+            for kind in runs[name]:
                 warm_file_cache(path)
                 spec = {
                     "reader": kind,
@@ -909,7 +1098,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"peak RSS {r['peak_rss_mb']:.0f} MB"
                 )
                 print(
-                    f"run {round_ + 1}/{args.repeat} {name:8s} {kind:18s} {summary}  "
+                    f"run {round_ + 1}/{args.repeat} {name:8s} {kind:20s} {summary}  "
                     f"({time.perf_counter() - t0:.0f} s)",
                     flush=True,
                 )

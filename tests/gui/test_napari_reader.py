@@ -7,6 +7,7 @@ import pytest
 
 from helpers import CMU1, TCGA
 from napari_mupd import SlideError
+from napari_mupd.io import LevelArray
 from napari_mupd.plugin._reader import napari_get_reader
 
 pytestmark = pytest.mark.gui
@@ -24,9 +25,44 @@ def test_reader_opens_slide_as_rgb_multiscale(make_napari_viewer):
     assert layer.metadata["source"] == str(CMU1.resolve())
     assert layer.metadata["vendor"] == "aperio"
     assert layer.metadata["reader"].startswith("napari-mupd")
-    assert layer.data[0][100, 200].compute().tolist() == list(
+    assert layer.data[0][100, 200].tolist() == list(
         layer.metadata["slide"].read_region((200, 100), 0, (1, 1))[0, 0]
     )
+
+
+def test_napari_slices_the_slides_level_arrays(make_napari_viewer):
+    """napari's layer data are the slide's LevelArrays: its slices are read_region's pixels,
+    the viewer reads level 0 through them when zoomed in, and draws those pixels."""
+    viewer = make_napari_viewer(show=True)
+    (layer,) = viewer.open(str(CMU1), plugin="napari-mupd")
+    slide = layer.metadata["slide"]
+    assert all(type(level) is LevelArray for level in layer.data)
+    assert list(layer.data) == slide.level_arrays
+    for level, (x, y, w, h) in [(0, (1234, 2001, 512, 300)), (1, (17, 600, 512, 512))]:
+        ds = slide.downsamples[level]
+        np.testing.assert_array_equal(
+            np.asarray(layer.data[level][y : y + h, x : x + w]),
+            slide.read_region((round(x * ds), round(y * ds)), level, (w, h)),
+        )
+
+    reads = []
+    read_level = slide._read_level
+    slide._read_level = lambda *a: reads.append(a) or read_level(*a)
+    centre = (1500, 1100)  # level-0 (y, x)
+    viewer.scene.camera.center = tuple(layer.data_to_world(centre))
+    viewer.scene.camera.zoom = 1 / layer.scale[0]  # one screen pixel per level-0 pixel
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3]
+    assert layer.data_level == 0
+    assert any(r[0] == 0 for r in reads)  # napari sliced level 0 through the LevelArray
+    h, w = shot.shape[:2]
+    y0, x0 = centre[0] - h // 2, centre[1] - w // 2
+    visible = slide.read_region((x0, y0), 0, (w, h))
+    assert shot.std() > 10  # tissue, not an empty canvas
+    for rows in (slice(0, h // 2), slice(h // 2, h)):  # each quadrant: drawn where it lies
+        for cols in (slice(0, w // 2), slice(w // 2, w)):
+            np.testing.assert_allclose(
+                shot[rows, cols].mean((0, 1)), visible[rows, cols].mean((0, 1)), atol=3
+            )
 
 
 def test_slide_without_mpp_has_unit_scale(make_napari_viewer):

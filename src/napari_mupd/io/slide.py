@@ -18,12 +18,15 @@ from dask.base import tokenize
 from napari_mupd.errors import MissingDependencyError, RegionError, SlideError
 from napari_mupd.imaging.resize import area_downsample, downscale
 from napari_mupd.io._backend import Backend, Level
+from napari_mupd.io._cache import TileCache
+from napari_mupd.io._level_array import LevelArray
 
 BackendName = Literal["auto", "tifffile", "openslide"]
 #: Lower levels are added lazily until the coarsest level fits in this many pixels.
 COARSEST_SIDE = 2048
 _DERIVED_TILE = (512, 512)
 _BLOCK_PIXELS = 2048  # source pixels per side read at once when computing a derived level
+_DERIVED_CACHE_BYTES = 64 * 2**20  # computed tiles of derived levels kept per slide
 _OPENSLIDE_ONLY = {".mrxs", ".vms", ".vmu", ".scn", ".bif", ".svslide", ".dcm"}
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8", b"RIFF")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -44,10 +47,12 @@ def open_slide(
 
 
 class Slide:
-    """A whole-slide image: a lazy dask pyramid plus OpenSlide-style region reads.
+    """A whole-slide image: a lazy pyramid plus OpenSlide-style region reads.
 
-    Use it as a context manager, or call :meth:`close`. It pickles by path, so a
-    dask worker that receives it (or one of its ``levels``) reopens the file.
+    ``level_arrays`` (what napari gets) and ``levels`` (dask) are two views of the same
+    pyramid; both read through :meth:`read_region`'s code path. Use it as a context
+    manager, or call :meth:`close`. It pickles by path, so a dask worker that receives
+    it (or one of its levels) reopens the file.
     """
 
     def __init__(
@@ -89,6 +94,8 @@ class Slide:
         self._closed = False
         self._lock = threading.Lock()
         self._levels: list[da.Array] | None = None
+        self._level_arrays: list[LevelArray] | None = None
+        self._derived_cache = TileCache(_DERIVED_CACHE_BYTES)
         self._finalizer = weakref.finalize(self, self._backend.close)
 
     # -- description -----------------------------------------------------------------
@@ -124,11 +131,29 @@ class Slide:
         return self._closed
 
     @property
+    def level_arrays(self) -> list[LevelArray]:
+        """The pyramid as (Y, X, 3) uint8 array-likes that read when indexed.
+
+        Indexing one (``arrays[0][y0:y1, x0:x1]``) returns a numpy array read through
+        the same parallel, cached tile decoder as :meth:`read_region`, with no dask graph
+        per read: this is what the napari reader hands napari.
+        """
+        with self._lock:
+            if self._level_arrays is None:
+                self._level_arrays = [LevelArray(self, i) for i in range(self.level_count)]
+            return list(self._level_arrays)
+
+    @property
     def levels(self) -> list[da.Array]:
-        """The pyramid as (Y, X, 3) uint8 dask arrays chunked at the native tile size."""
+        """The pyramid as (Y, X, 3) uint8 dask arrays chunked at the native tile size.
+
+        For whole-level work (``map_blocks``, ``to_zarr``, a cluster); to read a window
+        now, index :attr:`level_arrays` instead, which builds no task graph.
+        """
+        arrays = self.level_arrays
         with self._lock:
             if self._levels is None:
-                self._levels = [self._dask_level(i) for i in range(self.level_count)]
+                self._levels = [self._dask_level(a) for a in arrays]
             return list(self._levels)
 
     def __repr__(self) -> str:
@@ -211,7 +236,28 @@ class Slide:
         return self._read_derived(level, y, x, h, w)
 
     def _read_derived(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
-        """Area-average a derived level from the coarsest native level, block by block."""
+        """Pixels of a derived level, from its tiles (computed once, then cached)."""
+        th, tw = self._level_info[level].tile
+        lh, lw = self._level_info[level].shape
+        out = np.empty((h, w, 3), np.uint8)
+        for r in range(y // th, (y + h - 1) // th + 1):
+            for c in range(x // tw, (x + w - 1) // tw + 1):
+                ty0, tx0 = r * th, c * tw
+                tile = self._derived_cache.get((level, r, c))
+                if tile is None:
+                    tile = self._compute_derived(
+                        level, ty0, tx0, min(th, lh - ty0), min(tw, lw - tx0)
+                    )
+                    self._derived_cache.put((level, r, c), tile)
+                sy0, sx0 = max(y, ty0), max(x, tx0)
+                sy1, sx1 = min(y + h, ty0 + th), min(x + w, tx0 + tw)
+                out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[
+                    sy0 - ty0 : sy1 - ty0, sx0 - tx0 : sx1 - tx0
+                ]
+        return out
+
+    def _compute_derived(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """Area-average a box of a derived level from the coarsest native level, by blocks."""
         source = self._native_count - 1
         factor = round(self._level_info[level].downsample / self._level_info[source].downsample)
         sh, sw = self._level_info[source].shape
@@ -229,13 +275,14 @@ class Slide:
                 out[by : by + bh, bx : bx + bw] = area_downsample(block, factor)
         return out
 
-    def _dask_level(self, level: int) -> da.Array:
+    def _dask_level(self, array: LevelArray) -> da.Array:
+        level = array.level
         h, w = self._level_info[level].shape
         th, tw = self._level_info[level].tile
         stat = self.path.stat() if self.path.is_file() else None
         token = (str(self.path), self._options, stat.st_mtime_ns if stat else 0, level)
         return da.from_array(
-            _LevelArray(self, level, (h, w, 3)),
+            array,
             chunks=(min(th, h), min(tw, w), 3),
             name=f"mupd-slide-{tokenize(*token)}",
             asarray=False,
@@ -253,6 +300,7 @@ class Slide:
         """Close the file; reads afterwards raise :class:`SlideError`."""
         self._closed = True
         self._finalizer()
+        self._derived_cache.clear()
 
     def __enter__(self) -> Slide:
         return self
@@ -282,29 +330,6 @@ def _worker_slide(path: str, options: dict[str, Any]) -> Slide:
         if slide is None or slide.closed:
             slide = _WORKER_SLIDES[key] = Slide(path, **options)
         return slide
-
-
-class _LevelArray:
-    """Array-like view of one level for ``dask.array.from_array``; pickles by path."""
-
-    def __init__(self, slide: Slide, level: int, shape: tuple[int, int, int]) -> None:
-        self.slide, self.level, self.shape = slide, level, shape
-        self.dtype = np.dtype(np.uint8)
-        self.ndim = 3
-
-    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        ys, xs = key[0], key[1]
-        y0, y1, _ = ys.indices(self.shape[0])
-        x0, x1, _ = xs.indices(self.shape[1])
-        out = self.slide._read_level(self.level, y0, x0, y1 - y0, x1 - x0)
-        return out[(slice(None), slice(None), *key[2:3])]
-
-    def __reduce__(self):
-        return (_worker_level, (str(self.slide.path), self.slide._options, self.level, self.shape))
-
-
-def _worker_level(path: str, options: dict[str, Any], level: int, shape: tuple[int, int, int]):
-    return _LevelArray(_worker_slide(path, options), level, shape)
 
 
 def _with_derived_levels(levels: list[Level]) -> list[Level]:

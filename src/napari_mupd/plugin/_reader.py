@@ -46,7 +46,11 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
 
 
 def slide_layer_data(slide: Slide, name: str | None = None) -> LayerData:
-    """Layer data for a slide: the pyramid, scale in micrometres and provenance."""
+    """Layer data for a slide: the pyramid, scale in micrometres and provenance.
+
+    The pyramid is :attr:`Slide.level_arrays`: napari's slices read through the slide's
+    parallel, cached tile decoder (what ``read_region`` uses), with no dask graph per slice.
+    """
     kwargs: dict[str, Any] = {
         "name": name or slide.path.name.split(".")[0],
         "rgb": True,
@@ -67,7 +71,7 @@ def slide_layer_data(slide: Slide, name: str | None = None) -> LayerData:
         kwargs["units"] = ("micrometer", "micrometer")
     if any(slide.metadata.get("origin", (0, 0))):  # e.g. a stained region written as OME-Zarr
         kwargs["translate"] = slide.metadata["origin"]
-    return (slide.levels, kwargs, "image")
+    return (slide.level_arrays, kwargs, "image")
 
 
 def _close_with_layer(slide: Slide) -> None:
