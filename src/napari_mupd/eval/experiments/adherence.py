@@ -50,7 +50,7 @@ STAIN = [
     if n.split("_")[0] in ("h", "e", "dab") or n == "tissue_fraction"
 ]  # fmt: skip
 #: Random real tiles drawn per generated tile for the baseline.
-BASELINE_DRAWS = 25
+BASELINE_DRAWS = 100
 FLOOR, BASELINE, CEILING = (
     "unconditional (floor)",
     "random real tile (baseline)",
@@ -63,7 +63,7 @@ def guided(g: float) -> str:
     return f"guidance {g:g}"
 
 
-def _pick(n: int, most: int) -> list[int]:
+def spread(n: int, most: int) -> list[int]:
     """At most ``most`` indices of ``range(n)``, evenly spaced (all when n <= most)."""
     if n <= most:
         return list(range(n))
@@ -161,6 +161,23 @@ def _label_rows(
     return rows
 
 
+def captioned_classes(
+    task: TaskConfig, config: TrainConfig, size: int
+) -> list[tuple[str, Sequence[Sample], Sequence[Sample]]]:
+    """(caption, training split, test split) of each captioned dataset of a text task that
+    holds out tiles: the classes of text adherence and of the downstream task."""
+    classes = []
+    for train, test in zip(
+        split_datasets(task, config, size, "train"),
+        split_datasets(task, config, size, "test"),
+        strict=True,
+    ):
+        caption = getattr(train, "caption", None)
+        if caption and len(train) and len(test):
+            classes.append((caption, train, test))
+    return classes
+
+
 def text_adherence(
     generate: _Generator,
     task: TaskConfig,
@@ -171,25 +188,16 @@ def text_adherence(
     seed: int,
 ) -> list[dict]:
     """Rows of text adherence (see the module docstring); [] with fewer than 2 classes."""
-    size = generate.pipe.config.resolution
-    classes = []
-    for train, test in zip(
-        split_datasets(task, config, size, "train"),
-        split_datasets(task, config, size, "test"),
-        strict=True,
-    ):
-        caption = getattr(train, "caption", None)
-        if caption and len(train) and len(test):
-            classes.append((caption, train, test))
+    classes = captioned_classes(task, config, generate.pipe.config.resolution)
     if len(classes) < 2:
         generate.log(f"adherence: {task.name}: fewer than 2 captioned classes hold out tiles")
         return []
     generate.log(f"adherence: {task.name}: {len(classes)} classes")
     real, labels, held, held_labels = [], [], [], []
     for k, (_, train, test) in enumerate(classes):
-        real.append(histology_features(_images(train, _pick(len(train), max_real))))
+        real.append(histology_features(_images(train, spread(len(train), max_real))))
         labels.append(np.full(len(real[-1]), k))
-        held.append(histology_features(_images(test, _pick(len(test), max_real))))
+        held.append(histology_features(_images(test, spread(len(test), max_real))))
         held_labels.append(np.full(len(held[-1]), k))
     return _label_rows(
         f"text: {task.name}",
@@ -280,7 +288,7 @@ def rna_adherence(
             names = sorted({cluster_of[s.meta["spot"]] for s in train_samples})
             index = {c: j for j, c in enumerate(names)}
             test_samples = [s for s in all_test if cluster_of.get(s.meta["spot"]) in index]
-            test_samples = [test_samples[i] for i in _pick(len(test_samples), max_conditions)]
+            test_samples = [test_samples[i] for i in spread(len(test_samples), max_conditions)]
             wanted = np.array([index[cluster_of[s.meta["spot"]]] for s in test_samples])
             if len(np.unique(wanted)) >= 2:
                 break
@@ -325,7 +333,7 @@ def image_adherence(
     if not tests:
         return []
     per = -(-max_conditions // len(tests))  # each dataset alike
-    refs = [im for d in tests for im in _images(d, _pick(len(d), per))][:max_conditions]
+    refs = [im for d in tests for im in _images(d, spread(len(d), per))][:max_conditions]
     if len(refs) < 2:
         return []
     train = [d[i] for d in split_datasets(task, config, size, "train") for i in range(len(d))]
