@@ -266,3 +266,14 @@ def test_guidance_scales_show_only_with_their_condition(setup, tmp_path):
     assert not conditions.rna_scale.native.isHidden()
     conditions.text.value = "  "
     assert conditions.text_scale.native.isHidden()
+
+
+def test_the_stain_prompt_names_the_words_the_model_does_not_know(setup):
+    _, _, widget = setup  # the tiny model knows 6 words
+    words = widget.conditions.words
+    assert words.native.isHidden()
+    widget.conditions.text.value = "tumour with Ki67 hotspot"
+    assert not words.native.isHidden() and "does not know" in words.value
+    assert "Ki67" in words.value
+    widget.conditions.text.value = ""
+    assert words.native.isHidden()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from magicgui.widgets.bases import CategoricalWidget
 from napari_mupd.errors import ConditionError, MuPDError, RegionError
 from napari_mupd.imaging.regions import Region
 from napari_mupd.model.config import MuPDConfig
+from napari_mupd.model.encoders.text import PromptWords, TextTokenizer
 from napari_mupd.model.loading import available_devices
 from napari_mupd.plugin.layers import region_from_shape, region_from_view
 from napari_mupd.resources import BUNDLED_MODEL, resolve_model
@@ -106,11 +108,45 @@ class ModelPicker(Container):
             callback(config)
 
 
+class WordsLine(Label):
+    """The words of a prompt the model's text encoder does not know (spelled out) or cuts
+    off past its token limit, in orange under the prompt; hidden when there are none.
+
+    ``use_config`` reads the model's built-in vocabulary (a Hugging Face encoder is only
+    asked when the model runs: pass its answer to ``say``); ``check`` runs as the user
+    types."""
+
+    def __init__(self) -> None:
+        super().__init__(value="")
+        self.native.setWordWrap(True)
+        self._tokenizer: TextTokenizer | None = None
+        self.visible = False
+
+    def use_config(self, config: MuPDConfig) -> None:
+        """Check against ``config``'s built-in vocabulary from now on."""
+        self._tokenizer = (
+            None
+            if config.hf_text_encoder
+            else TextTokenizer(config.text_vocab, config.text_max_tokens)
+        )
+
+    def check(self, text: str) -> None:
+        """Show what the vocabulary makes of ``text`` (nothing for an empty prompt)."""
+        text = text.strip()
+        self.say(self._tokenizer.check_words(text) if self._tokenizer and text else None)
+
+    def say(self, words: PromptWords | None) -> None:
+        """Say ``words``' note, or hide the line when all words are known."""
+        self.value = f"<font color='orange'>{html.escape(words.note())}</font>" if words else ""
+        self.visible = bool(self.value)
+
+
 class Conditions(Container):
     """Optional text prompt and RNA profile, each with its own guidance scale."""
 
     def __init__(self, rna_filter: str = "*.csv") -> None:
         self.text = LineEdit(label="text", tooltip="optional, e.g. 'tumour with lymphocytes'")
+        self.words = WordsLine()
         self.rna = FileEdit(
             mode=FileDialogMode.EXISTING_FILE,
             filter=rna_filter,
@@ -120,9 +156,11 @@ class Conditions(Container):
         self.text_scale = FloatSpinBox(label="text guidance", value=1.0, min=0.0, max=20.0)
         self.rna_scale = FloatSpinBox(label="RNA guidance", value=1.0, min=0.0, max=20.0)
         super().__init__(
-            widgets=[self.text, self.text_scale, self.rna, self.rna_scale], labels=True
+            widgets=[self.text, self.words, self.text_scale, self.rna, self.rna_scale],
+            labels=True,
         )
         self.margins = (0, 0, 0, 0)
+        self.text.changed.connect(lambda: self.words.check(self.text.value))
         self.text.changed.connect(self._show_scales)
         self.rna.changed.connect(self._show_scales)
         self._show_scales()
@@ -131,6 +169,11 @@ class Conditions(Container):
         """A guidance scale shows only once its condition is given."""
         self.text_scale.visible = bool(self.text.value.strip())
         self.rna_scale.visible = typed_path(self.rna) is not None
+
+    def use_config(self, config: MuPDConfig) -> None:
+        """The model whose vocabulary the prompt is checked against."""
+        self.words.use_config(config)
+        self.words.check(self.text.value)
 
     def prompt(self) -> str | None:
         """The prompt, or None when empty."""

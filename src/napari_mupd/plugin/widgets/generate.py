@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 import napari
@@ -24,12 +23,13 @@ from napari_mupd.engine.synthesis import mosaic, reference_tile, synthesize
 from napari_mupd.errors import ConditionError, MuPDError
 from napari_mupd.imaging.pixels import to_uint8
 from napari_mupd.model.config import MuPDConfig
-from napari_mupd.model.encoders.text import PromptWords, TextTokenizer
+from napari_mupd.model.encoders.text import PromptWords
 from napari_mupd.model.loading import using_pipeline
 from napari_mupd.plugin.layers import layer_slide
 from napari_mupd.plugin.widgets._controls import (
     ModelPicker,
     RegionPicker,
+    WordsLine,
     button_row,
     layer_menu,
     typed_path,
@@ -46,9 +46,7 @@ class GenerateTissueWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
         self.prompt = LineEdit(label="prompt", tooltip="e.g. 'H&E, colon, adenocarcinoma'")
-        self.words = Label(value="")  # the prompt's words the model does not know
-        self.words.native.setWordWrap(True)
-        self._tokenizer: TextTokenizer | None = None
+        self.words = WordsLine()  # the prompt's words the model does not know
         self.text_scale = FloatSpinBox(label="text guidance", value=1.0, min=0.0, max=20.0)
         self.rna_source = ComboBox(choices=[NO_RNA, RNA_FILE, RNA_SPOTS], value=NO_RNA, label="RNA")
         self.rna_file = FileEdit(
@@ -111,26 +109,12 @@ class GenerateTissueWidget(Container):
         self.added: list[Any] = []
 
     def _read_vocabulary(self, config: MuPDConfig) -> None:
-        """The chosen model's tokenizer (built-in encoders; a Hugging Face one is asked
-        when Generate runs), then the prompt checked against it."""
-        self._tokenizer = (
-            None
-            if config.hf_text_encoder
-            else TextTokenizer(config.text_vocab, config.text_max_tokens)
-        )
+        """The chosen model's vocabulary, then the prompt checked against it."""
+        self.words.use_config(config)
         self._check_words()
 
     def _check_words(self, *_: object) -> None:
-        """Name the prompt's unknown words as the user types (see `show_words`)."""
-        text = self.prompt.value.strip()
-        self.show_words(self._tokenizer.check_words(text) if self._tokenizer and text else None)
-
-    def show_words(self, words: PromptWords | None) -> None:
-        """The words line: what the text encoder does not know or cuts off, else hidden."""
-        self.words.value = (
-            f"<font color='orange'>{html.escape(words.note())}</font>" if words else ""
-        )
-        self.words.visible = bool(self.words.value)
+        self.words.check(self.prompt.value)
 
     def _toggle(self, *_: object) -> None:
         """Show the controls of the chosen conditions only (a scale with its condition)."""
@@ -274,7 +258,7 @@ class GenerateTissueWidget(Container):
         words = meta.get("text_words")
         if words and (words["unknown"] or words["cut"]):  # the model's own answer
             found = PromptWords(**words)
-            self.show_words(found)
+            self.words.say(found)
             self.status.value += f"; {found.note()}"
 
     def _show(self, layer: napari.layers.Image) -> None:

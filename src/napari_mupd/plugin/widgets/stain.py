@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import napari
@@ -72,6 +73,9 @@ class VirtualStainWidget(Container):
         self.run.changed.connect(self.start)
         self.estimate.changed.connect(self.estimate_pixel_size)
         self.region.source.changed.connect(self.show_pixel_size)
+        self.model.on_config.append(self.conditions.use_config)
+        with contextlib.suppress(MuPDError):  # the model picker's label says what is wrong
+            self.conditions.use_config(self.model.config())
         self.show_pixel_size()
         self.added: list[Any] = []  # layers added by the last run
 
