@@ -15,6 +15,8 @@ next ``cancel()`` poll while the dock asks "go on?" with the count and the estim
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +37,18 @@ Report = Callable[[int, int], None]
 Cancel = Callable[[], bool]
 #: Jobs estimated to take longer than this (seconds) ask before going on.
 ASK_AFTER_S = 30.0
+#: Progress reports closer together than this (seconds) are not drawn (but the first,
+#: the last and the tile count are): the GUI thread draws, it does not keep count.
+DRAW_EVERY_S = 0.1
+
+
+def leave_a_core() -> None:
+    """Torch computes on one core fewer than the machine has while a dock runs a job, so
+    that napari's event loop always has a core to answer the user (on 2 cores: 1 thread)."""
+    torch = sys.modules.get("torch")
+    cores = os.cpu_count() or 1
+    if torch is not None and cores > 1 and torch.get_num_threads() > cores - 1:
+        torch.set_num_threads(cores - 1)
 
 
 class TaskRunner(QObject):
@@ -103,9 +117,10 @@ class TaskRunner(QObject):
         self._bar = progress(total=0, desc=description)
         self._started = time.monotonic()
         self._counted, self._asked, self._ended = None, False, False
+        leave_a_core()
         worker = create_worker(
             job,
-            self.progressed.emit,
+            self._throttled(),
             self._poll,
             _start_thread=False,
             _connect={
@@ -124,6 +139,19 @@ class TaskRunner(QObject):
         """Ask the running job to stop (it does so within one tile)."""
         self._event.set()
         self._go.set()
+
+    def _throttled(self) -> Report:
+        """``report`` for the job's thread: at most one signal per `DRAW_EVERY_S`, except
+        the tile count ``(0, total)`` and the last report, which always reach the GUI."""
+        last = [0.0]
+
+        def report(done: int, total: int) -> None:
+            now = time.monotonic()
+            if done in (0, total) or now - last[0] >= DRAW_EVERY_S:
+                last[0] = now
+                self.progressed.emit(done, total)
+
+        return report
 
     def _poll(self) -> bool:
         """The job's ``cancel()``: waits while the user is asked, then says whether to stop."""
