@@ -30,6 +30,8 @@ def slide_summary(slide: Slide) -> dict[str, Any]:
             for level in slide.level_info
         ],
         "associated_images": slide.metadata.get("associated_images", []),
+        "kind": "multichannel" if slide.multichannel else "brightfield",
+        "channels": [c.as_dict() for c in slide.channels],
     }
 
 
@@ -43,8 +45,29 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"pixel size  {f'{mpp[1]:.4g} x {mpp[0]:.4g} um/px (x, y)' if mpp else 'unknown'}",
         f"objective   {summary['objective_power'] or 'unknown'}",
         f"associated  {', '.join(summary['associated_images']) or 'none'}",
-        "level  height x width   downsample  tile       stored",
     ]
+    channels = summary.get("channels") or []
+    if channels:
+        lines.append(f"channels    {len(channels)} ({channels[0]['dtype']})")
+        for c in channels:
+            extra = [
+                f"{label} {c[key]:g}{unit}"
+                for key, label, unit in (
+                    ("excitation", "ex", " nm"),
+                    ("emission", "em", " nm"),
+                    ("exposure", "exposure", ""),
+                )
+                if c.get(key)
+            ]
+            if c.get("fluor"):
+                extra.insert(0, str(c["fluor"]))
+            lines.append(
+                f"  {c['index']:>3}  {c['name']:<16} #{c['color']}"
+                + (f"  {', '.join(extra)}" if extra else "")
+            )
+    else:
+        lines.append("channels    RGB (brightfield)")
+    lines.append("level  height x width   downsample  tile       stored")
     for i, level in enumerate(summary["levels"]):
         (h, w), (th, tw) = level["shape"], level["tile"]
         stored = "yes" if level["native"] else "computed"

@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from napari_mupd.io.channels import Channel
+
 
 @dataclass(frozen=True)
 class Level:
@@ -34,6 +36,9 @@ class BackendInfo:
     objective_power: float | None = None
     associated: dict[str, Callable[[], np.ndarray]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Empty for brightfield (RGB or grey) slides; one per plane for multichannel ones,
+    #: whose backend then implements :meth:`ChannelBackend.read_channels`.
+    channels: list[Channel] = field(default_factory=list)
 
 
 class Backend(Protocol):
@@ -47,6 +52,16 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release file handles and threads."""
+        ...
+
+
+class ChannelBackend(Backend, Protocol):
+    """A reader of the native levels of a multichannel slide."""
+
+    def read_channels(
+        self, level: int, y: int, x: int, h: int, w: int, channels: tuple[int, ...]
+    ) -> np.ndarray:
+        """Return planes ``channels`` of [y:y+h, x:x+w] as (len(channels), h, w), native dtype."""
         ...
 
 

@@ -24,6 +24,9 @@ MAX_BOX_BYTES = 256 * 2**20
 class LevelArray:
     """Level ``level`` of ``slide`` as a read-only (Y, X, 3) uint8 array-like.
 
+    On a multichannel slide it is (C, Y, X) in the file's pixel type, or (Y, X) for one
+    channel (``channel``): indexing reads only the channels the index covers.
+
     It has ``shape``, ``dtype``, ``ndim``, ``size`` and ``nbytes``, and numpy's indexing
     (integers, slices with any step, ``...``, ``None``, integer and boolean arrays);
     ``level[y0:y1, x0:x1]`` returns the same pixels as
@@ -31,23 +34,34 @@ class LevelArray:
     pickles by path: a process that unpickles it reopens the file once and shares it.
     """
 
-    def __init__(self, slide: Slide, level: int) -> None:
+    def __init__(self, slide: Slide, level: int, channel: int | None = None) -> None:
         self.slide = slide
         self.level = level
+        self.channel = channel
         h, w = slide.level_info[level].shape
-        self.shape: tuple[int, int, int] = (h, w, 3)
-        self.dtype = np.dtype(np.uint8)
-        self.ndim = 3
+        self.shape: tuple[int, ...]
+        if channel is not None:
+            self.shape = (h, w)
+            self.dtype = np.dtype(slide.channels[channel].dtype)
+        elif slide.multichannel:
+            self.shape = (len(slide.channels), h, w)
+            self.dtype = np.dtype(slide.channels[0].dtype)
+        else:
+            self.shape = (h, w, 3)
+            self.dtype = np.dtype(np.uint8)
+        self.ndim = len(self.shape)
+        # the axes read as a box: y, x (and channels first on a (C, Y, X) level)
+        self._boxed = 3 if self.ndim == 3 and slide.multichannel else 2
 
     @property
     def size(self) -> int:
-        """Number of elements (h * w * 3)."""
-        return self.shape[0] * self.shape[1] * 3
+        """Number of elements (h * w * 3, or c * h * w)."""
+        return int(np.prod(self.shape))
 
     @property
     def nbytes(self) -> int:
         """Bytes the whole level takes once read."""
-        return self.size
+        return self.size * self.dtype.itemsize
 
     @property
     def tile(self) -> tuple[int, int]:
@@ -58,8 +72,12 @@ class LevelArray:
         return self.shape[0]
 
     def __repr__(self) -> str:
-        h, w, _ = self.shape
-        return f"<LevelArray {self.slide.path.name!r} level {self.level} {h}x{w}x3 uint8>"
+        shape = "x".join(map(str, self.shape))
+        channel = f" channel {self.channel}" if self.channel is not None else ""
+        return (
+            f"<LevelArray {self.slide.path.name!r} level {self.level}{channel} {shape} "
+            f"{self.dtype}>"
+        )
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         out = self[...]
@@ -74,19 +92,33 @@ class LevelArray:
             if item is None:
                 local.append(None)
                 continue
-            if axis < 2:
+            if axis < self._boxed:
                 start, stop, inner = _cover(item, self.shape[axis], axis)
                 box.append((start, stop))
                 local.append(inner)
             else:
-                local.append(item)  # channels: numpy indexes the three of them
+                local.append(item)  # RGB: numpy indexes the three of them
             axis += 1
+        if self._boxed == 3:  # (C, Y, X): read the channels the index covers
+            (c0, c1), (y0, y1), (x0, x1) = box
+            if c1 <= c0 or y1 <= y0 or x1 <= x0:
+                empty = np.empty((c1 - c0, y1 - y0, x1 - x0), self.dtype)
+                return empty[tuple(local)]
+            planes = self.slide._read_channels(
+                self.level, y0, x0, y1 - y0, x1 - x0, tuple(range(c0, c1))
+            )
+            return planes[tuple(local)]
         (y0, y1), (x0, x1) = box
         if y1 <= y0 or x1 <= x0:
-            return np.empty((y1 - y0, x1 - x0, 3), np.uint8)[tuple(local)]
+            return np.empty((y1 - y0, x1 - x0, *self.shape[2:]), self.dtype)[tuple(local)]
         if _needs_strips(items, local, y1 - y0, x1 - x0):
             return self._read_in_strips(items, x1 - x0)
-        pixels = self.slide._read_level(self.level, y0, x0, y1 - y0, x1 - x0)
+        if self.channel is not None:
+            pixels = self.slide._read_channels(
+                self.level, y0, x0, y1 - y0, x1 - x0, (self.channel,)
+            )[0]
+        else:
+            pixels = self.slide._read_level(self.level, y0, x0, y1 - y0, x1 - x0)
         return pixels[tuple(local)]
 
     def _read_in_strips(self, items: list[Any], box_width: int) -> np.ndarray:
@@ -108,13 +140,18 @@ class LevelArray:
     def __reduce__(self):
         if self.slide.vendor == "array":
             raise TypeError("a level of a slide over in-memory arrays cannot be pickled")
-        return (_worker_level, (str(self.slide.path), self.slide._options, self.level))
+        return (
+            _worker_level,
+            (str(self.slide.path), self.slide._options, self.level, self.channel),
+        )
 
 
-def _worker_level(path: str, options: dict[str, Any], level: int) -> LevelArray:
+def _worker_level(
+    path: str, options: dict[str, Any], level: int, channel: int | None = None
+) -> LevelArray:
     from napari_mupd.io.slide import _worker_slide
 
-    return LevelArray(_worker_slide(path, options), level)
+    return LevelArray(_worker_slide(path, options), level, channel)
 
 
 def _expand(key: Any, shape: tuple[int, ...]) -> list[Any]:

@@ -23,6 +23,7 @@ from napari_mupd.imaging.pixels import to_rgb_uint8
 from napari_mupd.io import _tiff_metadata
 from napari_mupd.io._backend import BackendInfo, Level, level_downsample
 from napari_mupd.io._cache import TileCache
+from napari_mupd.io.channels import Channel, is_multichannel, make_channels
 
 ASSOCIATED_NAMES = ("thumbnail", "label", "macro", "overview", "map")
 
@@ -133,6 +134,12 @@ class TiffBackend:
             self._series_index = self._main_series(series)
             main = self._tif.series[self._series_index]
             self._planes = [self._level_planes(level, fd) for level in main.levels]
+            self._channels, self._skipped = self._find_channels(main)
+            if not self._channels:
+                self._planes = [
+                    self._brightfield_planes(p, lv)
+                    for p, lv in zip(self._planes, main.levels, strict=True)
+                ]
             self._check_not_truncated(os.fstat(fd).st_size)
         except Exception:
             self.close()
@@ -158,9 +165,48 @@ class TiffBackend:
         axes = level.axes.replace("S", "")
         planes = [p for p in level.pages if p is not None]
         extra = [a for a in axes if a not in "YX"]
-        if len(planes) > 1 and extra != ["C"]:
+        if len(planes) > 1 and extra not in (["C"], ["I"], ["Q"]):
             planes = planes[:1]  # a time or z stack: show its first plane
         return [_TiledPlane(p, fd) if _TiledPlane.supports(p) else _ZarrPlane(p) for p in planes]
+
+    @staticmethod
+    def _brightfield_planes(
+        planes: list[_TiledPlane | _ZarrPlane], level: tifffile.TiffPageSeries
+    ) -> list[_TiledPlane | _ZarrPlane]:
+        """Pages of a brightfield level: colour planes (axis C), else the first page."""
+        extra = [a for a in level.axes.replace("S", "") if a not in "YX"]
+        return planes if extra == ["C"] else planes[:1]
+
+    def _find_channels(self, main: tifffile.TiffPageSeries) -> tuple[list[Channel], list[str]]:
+        """The channels of a multichannel series (none for brightfield), and the levels
+        dropped because their channel count differs from level 0's."""
+        planes = self._planes[0]
+        keyframe = main.keyframe
+        if len(planes) > 1:
+            count = len(planes)
+        elif keyframe.photometric in (2, 6):  # RGB, YCbCr: colour samples
+            return [], []
+        else:
+            count = planes[0].samples
+        dtype = np.dtype(planes[0].dtype).newbyteorder("=")
+        described = _tiff_metadata.channel_metadata(self._tif, self._series_index, count)
+        names = [d.get("name") for d in described]
+        multi = is_multichannel(count, dtype, names) or (
+            count > 1 and _tiff_metadata.vendor(self._tif) == "qptiff"
+        )
+        if not multi:
+            return [], []
+        skipped: list[str] = []
+        for i in range(1, len(self._planes)):
+            level_planes = self._planes[i]
+            n = len(level_planes) if len(level_planes) > 1 else level_planes[0].samples
+            if n != count:
+                skipped.append(
+                    f"level {i} and finer-numbered ones dropped: {n} channels, level 0 has {count}"
+                )
+                self._planes = self._planes[:i]
+                break
+        return make_channels(count, dtype, described), skipped
 
     def _check_not_truncated(self, size: int) -> None:
         for planes in self._planes:
@@ -172,7 +218,7 @@ class TiffBackend:
                     )
 
     def _read_info(self, main: tifffile.TiffPageSeries) -> BackendInfo:
-        shapes = [_yx(level) for level in main.levels]
+        shapes = [_yx(level) for level in main.levels][: len(self._planes)]
         levels = [
             Level(shape, level_downsample(shapes[0], shape), planes[0].tile)
             for shape, planes in zip(shapes, self._planes, strict=True)
@@ -196,7 +242,9 @@ class TiffBackend:
                 "series_names": [s.name for s in self._tif.series],
                 "compression": getattr(compression, "name", str(compression)),
                 "description": description[:2000],
+                **({"skipped_levels": self._skipped} if self._skipped else {}),
             },
+            channels=self._channels,
         )
 
     def read(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
@@ -204,6 +252,21 @@ class TiffBackend:
         parts = [self._read_plane(level, i, y, x, h, w) for i in range(len(self._planes[level]))]
         array = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
         return to_rgb_uint8(array)
+
+    def read_channels(
+        self, level: int, y: int, x: int, h: int, w: int, channels: tuple[int, ...]
+    ) -> np.ndarray:
+        """Planes ``channels`` of [y:y+h, x:x+w] as (len(channels), h, w), native dtype."""
+        dtype = self._channels[0].dtype
+        out = np.empty((len(channels), h, w), dtype)
+        if len(self._planes[level]) > 1:  # a page per channel: read only those asked for
+            for i, c in enumerate(channels):
+                out[i] = self._read_plane(level, c, y, x, h, w)[..., 0]
+        else:  # one page, a sample per channel
+            pixels = self._read_plane(level, 0, y, x, h, w)
+            for i, c in enumerate(channels):
+                out[i] = pixels[..., c]
+        return out
 
     def _read_plane(self, level: int, p: int, y: int, x: int, h: int, w: int) -> np.ndarray:
         plane = self._planes[level][p]

@@ -21,6 +21,7 @@ def vendor(tif: tifffile.TiffFile) -> str:
         ("is_philips", "philips"),
         ("is_bif", "ventana"),
         ("is_scn", "leica"),
+        ("is_qpi", "qptiff"),
         ("is_ome", "ome-tiff"),
     ):
         if getattr(tif, flag, False):
@@ -50,6 +51,100 @@ def read_metadata(tif: tifffile.TiffFile, series_index: int) -> dict[str, Any]:
     if mpp is None:
         mpp = _resolution_tags(page)
     return {"mpp": mpp, "objective_power": power}
+
+
+def channel_metadata(tif: tifffile.TiffFile, series_index: int, count: int) -> list[dict[str, Any]]:
+    """What the file says about each of ``count`` channels (name, color, emission, ...):
+    OME-XML, PerkinElmer/Akoya QPTIFF page XML, ImageJ labels/ranges/LUTs, or page
+    names; a dict per channel, empty where the file says nothing."""
+    out: list[dict[str, Any]] = [{} for _ in range(count)]
+    name = vendor(tif)
+    try:
+        if name == "ome-tiff" and tif.ome_metadata:
+            _ome_channels(tif.ome_metadata, series_index, out)
+        elif name == "qptiff":
+            pages = tif.series[series_index].pages
+            for i, page in enumerate(pages[:count]):
+                if page is not None:
+                    out[i] = _qpi_channel(getattr(page, "description", "") or "")
+        elif tif.is_imagej and tif.imagej_metadata:
+            _imagej_channels(tif.imagej_metadata, out)
+        else:
+            pages = tif.series[series_index].pages
+            if len(pages) == count:
+                for i, page in enumerate(pages):
+                    tags = getattr(page, "tags", None)
+                    tag = tags.get("PageName") if tags is not None else None
+                    if tag is not None:
+                        out[i]["name"] = str(tag.value)
+    except (ET.ParseError, AttributeError, TypeError, ValueError, IndexError):
+        pass  # metadata that does not parse: channels get default names and colours
+    return out
+
+
+def _ome_channels(xml: str, series_index: int, out: list[dict[str, Any]]) -> None:
+    root = ET.fromstring(xml)
+    ns = {"ome": root.tag.split("}")[0].strip("{")} if root.tag.startswith("{") else {}
+    prefix = "ome:" if ns else ""
+    images = root.findall(f"{prefix}Image", ns)
+    if not images:
+        return
+    pixels = images[min(series_index, len(images) - 1)].find(f"{prefix}Pixels", ns)
+    if pixels is None:
+        return
+    for i, channel in enumerate(pixels.findall(f"{prefix}Channel", ns)[: len(out)]):
+        out[i] = {
+            "name": channel.get("Name") or channel.get("Fluor"),
+            "fluor": channel.get("Fluor") if channel.get("Name") else None,
+            "color": _int_or_none(channel.get("Color")),
+            "emission": channel.get("EmissionWavelength"),
+            "excitation": channel.get("ExcitationWavelength"),
+        }
+    for plane in pixels.findall(f"{prefix}Plane", ns):
+        c = _int_or_none(plane.get("TheC"))
+        if c is not None and 0 <= c < len(out) and plane.get("ExposureTime"):
+            out[c].setdefault("exposure", plane.get("ExposureTime"))
+
+
+def _qpi_channel(description: str) -> dict[str, Any]:
+    """Name (the biomarker when given, else the dye), colour, exposure of a QPTIFF page."""
+    if not description.lstrip().startswith("<"):
+        return {}
+    root = ET.fromstring(description)
+
+    def text(tag: str) -> str | None:
+        element = root.find(f".//{tag}")
+        return element.text.strip() if element is not None and element.text else None
+
+    fluor, marker = text("Name"), text("Biomarker")
+    return {
+        "name": marker or fluor,
+        "fluor": fluor if marker else None,
+        "color": text("Color"),
+        "exposure": text("ExposureTime"),
+        "excitation": text("ExcitationWavelength"),
+        "emission": text("EmissionWavelength"),
+    }
+
+
+def _imagej_channels(meta: dict[str, Any], out: list[dict[str, Any]]) -> None:
+    labels = meta.get("Labels") or []
+    for i, label in enumerate(labels[: len(out)]):
+        out[i]["name"] = label
+    ranges = meta.get("Ranges") or ()
+    for i in range(min(len(out), len(ranges) // 2)):
+        out[i]["display_range"] = (ranges[2 * i], ranges[2 * i + 1])
+    for i, lut in enumerate((meta.get("LUTs") or [])[: len(out)]):
+        lut = list(lut)
+        if len(lut) == 3:
+            out[i]["color"] = tuple(int(row[-1]) for row in lut)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _number(value: Any) -> float | None:

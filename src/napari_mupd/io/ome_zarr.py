@@ -26,6 +26,7 @@ from napari_mupd.imaging.pixels import to_rgb_uint8, to_uint8
 from napari_mupd.imaging.resize import area_downsample
 from napari_mupd.io._backend import BackendInfo, Level, level_downsample
 from napari_mupd.io._cache import TileCache
+from napari_mupd.io.channels import Channel, is_multichannel, make_channels
 
 _UM_PER = {"nanometer": 1e-3, "micrometer": 1.0, "millimeter": 1e3, "centimeter": 1e4, "meter": 1e6}
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zattrs", ".zarray")
@@ -69,6 +70,7 @@ class OmeZarrBackend:
                 "ngff_version": ms.get("version") or attrs.get("ome", {}).get("version"),
                 "origin": _origin(ms, axes),
             },
+            channels=_channels(attrs, self._arrays[0], axes),
         )
         self._cache = TileCache(cache_bytes)
         self._direct = [
@@ -124,6 +126,22 @@ class OmeZarrBackend:
                 tile[sy0 - ty0 : sy1 - ty0, sx0 - tx0 : sx1 - tx0],
             )
         return out
+
+    def read_channels(
+        self, level: int, y: int, x: int, h: int, w: int, channels: tuple[int, ...]
+    ) -> np.ndarray:
+        """Planes ``channels`` of [y:y+h, x:x+w] as (len(channels), h, w), through zarr
+        (one read of the channels' span)."""
+        lo, hi = min(channels), max(channels) + 1
+        picks = {"y": slice(y, y + h), "x": slice(x, x + w), "c": slice(lo, hi)}
+        index = tuple(picks.get(name, 0) for name in self._axes)
+        pixels = np.asarray(self._arrays[level][index])
+        kept = [a for a in self._axes if a in ("c", "y", "x")]
+        pixels = np.transpose(pixels, [kept.index(a) for a in ("c", "y", "x")])
+        out = pixels[[c - lo for c in channels]]
+        if not out.dtype.isnative:
+            out = out.astype(out.dtype.newbyteorder("="))
+        return np.ascontiguousarray(out)
 
     def _read_box(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
         """Level pixels [y:y+h, x:x+w] straight from zarr, as (h, w, 3) uint8."""
@@ -229,6 +247,32 @@ def _paste(dst: np.ndarray, src: np.ndarray) -> None:
             dst[..., ch] = src[..., ch]
     else:
         dst[...] = src
+
+
+def _channels(attrs: dict[str, Any], array: Any, axes: list[str]) -> list[Channel]:
+    """The channels of a multichannel image from its ``omero`` metadata (label, colour,
+    window); none for brightfield (grey, RGB(A) or R/G/B-labelled channels)."""
+    if "c" not in axes:
+        return []
+    count = int(array.shape[axes.index("c")])
+    dtype = np.dtype(array.dtype).newbyteorder("=")
+    omero = attrs.get("omero") or attrs.get("ome", {}).get("omero") or {}
+    described = []
+    for c in omero.get("channels", [])[:count]:
+        window = c.get("window") or {}
+        described.append(
+            {
+                "name": c.get("label"),
+                "color": c.get("color"),
+                "display_range": (window.get("start"), window.get("end")),
+                "value_range": (window.get("min"), window.get("max"))
+                if dtype.kind == "f"
+                else None,
+            }
+        )
+    if not is_multichannel(count, dtype, [str(d.get("name") or "") for d in described]):
+        return []
+    return make_channels(count, dtype, described)
 
 
 def _open_group(path: str | os.PathLike) -> Any:
@@ -417,7 +461,8 @@ def create_ome_zarr(
             "datasets": datasets,
         }
     ]
-    top = 255 if dtype == "uint8" else 1.0
+    kind = np.dtype(dtype)
+    top = int(np.iinfo(kind).max) if np.issubdtype(kind, np.integer) else 1.0
     group.attrs["omero"] = {
         "channels": [
             {

@@ -20,6 +20,7 @@ from napari_mupd.imaging.resize import area_downsample, downscale
 from napari_mupd.io._backend import Backend, Level
 from napari_mupd.io._cache import TileCache
 from napari_mupd.io._level_array import LevelArray
+from napari_mupd.io.channels import Channel
 
 BackendName = Literal["auto", "tifffile", "openslide"]
 #: Lower levels are added lazily until the coarsest level fits in this many pixels.
@@ -27,6 +28,8 @@ COARSEST_SIDE = 2048
 _DERIVED_TILE = (512, 512)
 _BLOCK_PIXELS = 2048  # source pixels per side read at once when computing a derived level
 _DERIVED_CACHE_BYTES = 64 * 2**20  # computed tiles of derived levels kept per slide
+_PERCENTILES = (0.5, 99.5)  # contrast limits of a channel the file gives none for
+_PERCENTILE_SIDE = 1024  # ... measured on the finest level at most this large
 _OPENSLIDE_ONLY = {".mrxs", ".vms", ".vmu", ".scn", ".bif", ".svslide", ".dcm"}
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8", b"RIFF")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -91,6 +94,8 @@ class Slide:
             "native_levels": self._native_count,
             **info.extra,
         }
+        self.channels: tuple[Channel, ...] = tuple(info.channels)
+        self._contrast: dict[int, tuple[float, float]] = {}
         self._closed = False
         self._lock = threading.Lock()
         self._levels: list[da.Array] | None = None
@@ -126,13 +131,71 @@ class Slide:
         return self.metadata["vendor"]
 
     @property
+    def multichannel(self) -> bool:
+        """True for fluorescence / multiplex slides (levels ``(C, Y, X)`` in the file's
+        pixel type, :attr:`channels` named), False for brightfield ((Y, X, 3) uint8)."""
+        return bool(self.channels)
+
+    @property
+    def channel_names(self) -> list[str]:
+        """The channels' names, in the file's order (empty for brightfield)."""
+        return [c.name for c in self.channels]
+
+    def channel_index(self, channel: int | str) -> int:
+        """The index of a channel given by index or name (case-insensitive)."""
+        if not self.channels:
+            raise RegionError(f"{self.path}: a brightfield slide has no channels to pick")
+        if isinstance(channel, str):
+            wanted = channel.strip().lower()
+            for c in self.channels:
+                if c.name.lower() == wanted:
+                    return c.index
+            raise RegionError(
+                f"{self.path}: no channel {channel!r}; it has {', '.join(self.channel_names)}"
+            )
+        index = int(channel)
+        if not 0 <= index < len(self.channels):
+            raise RegionError(
+                f"{self.path}: channel {index} does not exist (the slide has {len(self.channels)})"
+            )
+        return index
+
+    def contrast_limits(self, channel: int | str) -> tuple[float, float]:
+        """Display limits of a channel: the file's window when it gives one, else the
+        0.5th-99.5th percentiles of the finest level at most 1024 px a side (an all-zero
+        channel gets (0, 1))."""
+        index = self.channel_index(channel)
+        given = self.channels[index].display_range
+        if given is not None:
+            return given
+        with self._lock:
+            cached = self._contrast.get(index)
+        if cached is not None:
+            return cached
+        level = next(
+            (i for i, info in enumerate(self._level_info) if max(info.shape) <= _PERCENTILE_SIDE),
+            self.level_count - 1,
+        )
+        h, w = self._level_info[level].shape
+        plane = self._read_channels(level, 0, 0, h, w, (index,))[0]
+        lo, hi = (float(v) for v in np.percentile(plane, _PERCENTILES))
+        if hi <= lo:
+            hi = max(float(plane.max()), lo + (1.0 if plane.dtype.kind in "iub" else 1e-6))
+            if hi <= lo:
+                hi = lo + 1.0
+        with self._lock:
+            self._contrast[index] = (lo, hi)
+        return lo, hi
+
+    @property
     def closed(self) -> bool:
         """True once :meth:`close` has been called."""
         return self._closed
 
     @property
     def level_arrays(self) -> list[LevelArray]:
-        """The pyramid as (Y, X, 3) uint8 array-likes that read when indexed.
+        """The pyramid as (Y, X, 3) uint8 array-likes that read when indexed; (C, Y, X)
+        in the file's pixel type for a multichannel slide.
 
         Indexing one (``arrays[0][y0:y1, x0:x1]``) returns a numpy array read through
         the same parallel, cached tile decoder as :meth:`read_region`, with no dask graph
@@ -143,9 +206,19 @@ class Slide:
                 self._level_arrays = [LevelArray(self, i) for i in range(self.level_count)]
             return list(self._level_arrays)
 
+    def channel_arrays(self, channel: int | str) -> list[LevelArray]:
+        """One channel of a multichannel slide as (Y, X) array-likes, level 0 first.
+
+        Indexing one reads only that channel's tiles: the napari reader gives each
+        channel layer these.
+        """
+        index = self.channel_index(channel)
+        return [LevelArray(self, i, channel=index) for i in range(self.level_count)]
+
     @property
     def levels(self) -> list[da.Array]:
-        """The pyramid as (Y, X, 3) uint8 dask arrays chunked at the native tile size.
+        """The pyramid as (Y, X, 3) uint8 dask arrays chunked at the native tile size
+        ((C, Y, X), one channel per chunk, for a multichannel slide).
 
         For whole-level work (``map_blocks``, ``to_zarr``, a cluster); to read a window
         now, index :attr:`level_arrays` instead, which builds no task graph.
@@ -165,17 +238,37 @@ class Slide:
 
     # -- reading -----------------------------------------------------------------------
     def read_region(
-        self, location: tuple[int, int], level: int, size: tuple[int, int]
+        self,
+        location: tuple[int, int],
+        level: int,
+        size: tuple[int, int],
+        channels: Sequence[int | str] | None = None,
     ) -> np.ndarray:
-        """Read a (h, w, 3) uint8 region, OpenSlide style.
+        """Read a (h, w, 3) uint8 region, OpenSlide style; (C, h, w) for multichannel.
 
         The signature is OpenSlide's ``read_region`` (the rest of the package takes a
         :class:`~napari_mupd.imaging.regions.Region`): ``location`` is the (x, y)
         top-left in level-0 pixels, ``size`` the (width, height) at ``level``. Pixels
         outside the slide are white; a region entirely outside raises
         :class:`~napari_mupd.errors.RegionError`.
+
+        On a multichannel slide the result is ``(len(channels), h, w)`` in the file's
+        pixel type, ``channels`` given by name (case-insensitive) or index, all of them
+        by default; pixels outside the slide are 0.
         """
         self._check_open()
+        picked: tuple[int, ...] | None = None
+        if channels is not None or self.multichannel:
+            if channels is None:
+                picked = tuple(range(len(self.channels)))
+            elif isinstance(channels, str | int):
+                raise RegionError(
+                    f"{self.path}: channels must be a list of names or indices, got {channels!r}"
+                )
+            else:
+                picked = tuple(self.channel_index(c) for c in channels)
+                if not picked:
+                    raise RegionError(f"{self.path}: no channels asked for")
         if not 0 <= level < self.level_count:
             raise RegionError(
                 f"{self.path.name}: level {level} does not exist (the slide has {self.level_count})"
@@ -193,6 +286,13 @@ class Slide:
                 f"{self.path.name}: region at {tuple(location)} of size {(w, h)} on level "
                 f"{level} lies outside the slide ({lw}x{lh} at that level)"
             )
+        if picked is not None:
+            planes = self._read_channels(level, y0, x0, y1 - y0, x1 - x0, picked)
+            if (y0, x0, y1, x1) == (y, x, y + h, x + w):
+                return planes
+            full = np.zeros((len(picked), h, w), planes.dtype)
+            full[:, y0 - y : y1 - y, x0 - x : x1 - x] = planes
+            return full
         inside = self._read_level(level, y0, x0, y1 - y0, x1 - x0)
         if (y0, x0, y1, x1) == (y, x, y + h, x + w):
             return inside
@@ -201,14 +301,18 @@ class Slide:
         return out
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
-        """The whole slide, downsampled so that its longer side is at most ``max_size``."""
+        """The whole slide, downsampled so that its longer side is at most ``max_size``
+        (RGB uint8; a multichannel slide as its channels' additive colour composite)."""
         self._check_open()
         level = next(
             (i for i, info in enumerate(self._level_info) if max(info.shape) <= max_size),
             self.level_count - 1,
         )
         h, w = self._level_info[level].shape
-        image = self._read_level(level, 0, 0, h, w)
+        if self.multichannel:
+            image = self.composite(self._read_channels(level, 0, 0, h, w, self._all_channels))
+        else:
+            image = self._read_level(level, 0, 0, h, w)
         scale = max_size / max(h, w)
         if scale >= 1:
             return image
@@ -225,9 +329,49 @@ class Slide:
             )
         return associated[name]()
 
+    @property
+    def _all_channels(self) -> tuple[int, ...]:
+        return tuple(range(len(self.channels)))
+
+    def composite(
+        self, planes: np.ndarray, channels: Sequence[int | str] | None = None
+    ) -> np.ndarray:
+        """(C, h, w) planes of ``channels`` (all by default) as an (h, w, 3) uint8
+        additive composite: each scaled by its :meth:`contrast_limits`, tinted by its
+        colour."""
+        picked = (
+            self._all_channels if channels is None else [self.channel_index(c) for c in channels]
+        )
+        out = np.zeros((*planes.shape[1:], 3), np.float32)
+        for plane, index in zip(planes, picked, strict=True):
+            lo, hi = self.contrast_limits(index)
+            scaled = np.clip((plane.astype(np.float32) - lo) / (hi - lo), 0, 1)
+            out += scaled[..., None] * np.asarray(self.channels[index].rgb, np.float32)
+        return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+    def _read_channels(
+        self, level: int, y: int, x: int, h: int, w: int, channels: tuple[int, ...]
+    ) -> np.ndarray:
+        """Planes ``channels`` of [y:y+h, x:x+w] of a level as (len(channels), h, w)."""
+        self._check_open()
+        if not self.multichannel:
+            raise RegionError(f"{self.path}: a brightfield slide has no channels to pick")
+        if level < self._native_count:
+            try:
+                return self._backend.read_channels(level, y, x, h, w, channels)  # type: ignore[attr-defined]
+            except SlideError as exc:
+                raise SlideError(f"{self.path}: {exc}") from exc
+        out = np.empty((len(channels), h, w), self.channels[0].dtype)
+        for i, ch in enumerate(channels):
+            out[i] = self._read_derived(level, y, x, h, w, channel=ch)
+        return out
+
     def _read_level(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
         """Pixels [y:y+h, x:x+w] of a level; the box must lie inside the level."""
         self._check_open()
+        if self.multichannel:
+            planes = self._read_channels(level, y, x, h, w, self._all_channels)
+            return np.moveaxis(planes, 0, -1)
         if level < self._native_count:
             try:
                 return self._backend.read(level, y, x, h, w)
@@ -235,20 +379,29 @@ class Slide:
                 raise SlideError(f"{self.path}: {exc}") from exc
         return self._read_derived(level, y, x, h, w)
 
-    def _read_derived(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
-        """Pixels of a derived level, from its tiles (computed once, then cached)."""
+    def _read_derived(
+        self, level: int, y: int, x: int, h: int, w: int, channel: int | None = None
+    ) -> np.ndarray:
+        """Pixels of a derived level, from its tiles (computed once, then cached); one
+        (h, w) plane when ``channel`` is given."""
         th, tw = self._level_info[level].tile
         lh, lw = self._level_info[level].shape
-        out = np.empty((h, w, 3), np.uint8)
+        out: np.ndarray
+        if channel is None:
+            out = np.empty((h, w, 3), np.uint8)
+        else:
+            out = np.empty((h, w), self.channels[channel].dtype)
         for r in range(y // th, (y + h - 1) // th + 1):
             for c in range(x // tw, (x + w - 1) // tw + 1):
                 ty0, tx0 = r * th, c * tw
-                tile = self._derived_cache.get((level, r, c))
+                tile = self._derived_cache.get((level, channel, r, c))
                 if tile is None:
-                    tile = self._compute_derived(
-                        level, ty0, tx0, min(th, lh - ty0), min(tw, lw - tx0)
-                    )
-                    self._derived_cache.put((level, r, c), tile)
+                    box = (level, ty0, tx0, min(th, lh - ty0), min(tw, lw - tx0))
+                    if channel is None:
+                        tile = self._compute_derived(*box)
+                    else:
+                        tile = self._compute_derived_plane(*box, channel)
+                    self._derived_cache.put((level, channel, r, c), tile)
                 sy0, sx0 = max(y, ty0), max(x, tx0)
                 sy1, sx1 = min(y + h, ty0 + th), min(x + w, tx0 + tw)
                 out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[
@@ -275,12 +428,47 @@ class Slide:
                 out[by : by + bh, bx : bx + bw] = area_downsample(block, factor)
         return out
 
+    def _compute_derived_plane(
+        self, level: int, y: int, x: int, h: int, w: int, channel: int
+    ) -> np.ndarray:
+        """Area-average a box of one channel of a derived level, in its pixel type."""
+        source = self._native_count - 1
+        factor = round(self._level_info[level].downsample / self._level_info[source].downsample)
+        sh, sw = self._level_info[source].shape
+        dtype = self.channels[channel].dtype
+        out = np.empty((h, w), dtype)
+        step = max(1, _BLOCK_PIXELS // factor)
+        for by in range(0, h, step):
+            for bx in range(0, w, step):
+                bh, bw = min(step, h - by), min(step, w - bx)
+                sy, sx = (y + by) * factor, (x + bx) * factor
+                sy1, sx1 = min(sy + bh * factor, sh), min(sx + bw * factor, sw)
+                block = self._read_channels(source, sy, sx, sy1 - sy, sx1 - sx, (channel,))[0]
+                pad = ((0, bh * factor - block.shape[0]), (0, bw * factor - block.shape[1]))
+                if any(p[1] for p in pad):
+                    block = np.pad(block, pad, mode="edge")
+                mean = block.reshape(bh, factor, bw, factor).mean(axis=(1, 3))
+                if dtype.kind in "iub":
+                    mean = np.rint(mean)
+                out[by : by + bh, bx : bx + bw] = mean.astype(dtype)
+        return out
+
     def _dask_level(self, array: LevelArray) -> da.Array:
         level = array.level
         h, w = self._level_info[level].shape
         th, tw = self._level_info[level].tile
         stat = self.path.stat() if self.path.is_file() else None
         token = (str(self.path), self._options, stat.st_mtime_ns if stat else 0, level)
+        if self.multichannel:
+            return da.from_array(
+                array,
+                chunks=(1, min(th, h), min(tw, w)),
+                name=f"mupd-slide-{tokenize(*token)}",
+                asarray=False,
+                fancy=False,
+                lock=False,
+                meta=np.empty((0, 0, 0), array.dtype),
+            )
         return da.from_array(
             array,
             chunks=(min(th, h), min(tw, w), 3),

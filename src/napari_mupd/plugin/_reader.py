@@ -1,4 +1,5 @@
-"""npe2 reader: whole-slide images as RGB multiscale image layers."""
+"""npe2 reader: whole-slide images as RGB multiscale image layers, or one layer per
+channel (additive, in the file's colours) for multichannel fluorescence slides."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from napari_mupd.plugin import LayerData
 
 SLIDE_SUFFIXES = (
     ".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".vmu", ".svslide",
-    ".png", ".jpg", ".jpeg",
+    ".png", ".jpg", ".jpeg", ".qptiff", ".dcm",
 )  # fmt: skip
+#: A multichannel slide with more channels than this opens with only the first
+#: ``VISIBLE_CHANNELS`` layers visible (tick the others in the layer list).
+VISIBLE_CHANNELS = 8
 
 
 def single_path(path: str | list[str]) -> Path | None:
@@ -42,6 +46,8 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
     """
     slide = open_slide(single_path(path) or path[0])
     _close_with_layer(slide)
+    if slide.multichannel:
+        return channel_layer_data(slide)
     return [slide_layer_data(slide)]
 
 
@@ -74,6 +80,37 @@ def slide_layer_data(slide: Slide, name: str | None = None) -> LayerData:
     return (slide.level_arrays, kwargs, "image")
 
 
+def channel_layer_data(slide: Slide) -> list[LayerData]:
+    """One layer per channel of a multichannel slide: named after the channel, additive
+    blending, the channel's colour as colormap, contrast limits from the file (else a
+    low-resolution percentile), scale in micrometres. With more than
+    :data:`VISIBLE_CHANNELS` channels only the first ones are visible."""
+    from napari.utils import Colormap
+
+    out: list[LayerData] = []
+    many = len(slide.channels) > VISIBLE_CHANNELS
+    for channel in slide.channels:
+        _, kwargs, kind = slide_layer_data(slide, name=channel.name)
+        r, g, b = channel.rgb
+        kwargs.update(
+            rgb=False,
+            blending="additive",
+            colormap=Colormap(
+                [[0.0, 0.0, 0.0, 1.0], [r, g, b, 1.0]], name=f"{channel.name} #{channel.color}"
+            ),
+            contrast_limits=slide.contrast_limits(channel.index),
+            visible=not many or channel.index < VISIBLE_CHANNELS,
+        )
+        kwargs["metadata"] = {
+            **kwargs["metadata"],
+            "channel": channel.name,
+            "channel_index": channel.index,
+            "channel_info": channel.as_dict(),
+        }
+        out.append((slide.channel_arrays(channel.index), kwargs, kind))
+    return out
+
+
 def _close_with_layer(slide: Slide) -> None:
     """Close the slide's file when the last layer showing it leaves the viewer."""
     import napari
@@ -94,4 +131,4 @@ def _close_with_layer(slide: Slide) -> None:
     viewer.layers.events.removed.connect(on_removed)
 
 
-__all__ = ["napari_get_reader", "read_slide", "slide_layer_data"]
+__all__ = ["channel_layer_data", "napari_get_reader", "read_slide", "slide_layer_data"]
