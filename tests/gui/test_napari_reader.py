@@ -131,3 +131,39 @@ def test_manifest_validates():
         "Export tiles",
     }
     assert {w.display_name for w in contributions.writers} == {"GeoJSON (QuPath)", "OME-Zarr"}
+
+
+def test_multichannel_slide_opens_as_named_additive_channel_layers(make_napari_viewer, tmp_path):
+    from multichannel_files import NAMES, planes, write_ome_tiff, write_qptiff
+
+    data = planes(5)
+    for path in (write_ome_tiff(tmp_path / "five.ome.tif", data),
+                 write_qptiff(tmp_path / "five.qptiff", data)):  # fmt: skip
+        viewer = make_napari_viewer()
+        layers = viewer.open(str(path), plugin="napari-mupd")
+        assert [layer.name for layer in layers] == NAMES
+        colours = [(0, 0, 1), (0, 1, 0), (1, 0, 0), (1, 1, 1), (1, 1, 0)]
+        for layer, data_c, colour in zip(layers, data, colours, strict=True):
+            assert not layer.rgb and layer.multiscale and layer.blending == "additive"
+            np.testing.assert_allclose(layer.colormap.colors[-1][:3], colour)
+            np.testing.assert_allclose(layer.scale, (0.5, 0.5))
+            assert [str(u) for u in layer.units] == ["micrometer", "micrometer"]
+            lo, hi = layer.contrast_limits
+            assert data_c.min() <= lo < hi <= data_c.max()
+            assert layer.data[0].dtype == np.uint16 and layer.data[0].shape == (256, 320)
+            np.testing.assert_array_equal(np.asarray(layer.data[1][:16, :16]), data_c[:32:2, :32:2])
+            assert layer.metadata["slide"].multichannel
+        viewer.layers.clear()
+        assert layers[0].metadata["slide"].closed
+
+
+def test_many_channels_only_the_first_are_visible(make_napari_viewer, tmp_path):
+    from multichannel_files import planes, write_ome_tiff
+    from napari_mupd.plugin._reader import VISIBLE_CHANNELS
+
+    path = write_ome_tiff(tmp_path / "forty.ome.tif", planes(40, (64, 96)),
+                          [f"M{i}" for i in range(40)], None, levels=1, tile=32)  # fmt: skip
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(path), plugin="napari-mupd")
+    assert len(layers) == 40
+    assert [layer.visible for layer in layers] == [i < VISIBLE_CHANNELS for i in range(40)]

@@ -562,11 +562,18 @@ def _select_backend(path: Path, series: int | None) -> Backend:
     if not path.exists():
         raise SlideError("no such file or folder")
     if path.is_dir():
+        from napari_mupd.io._dicom import dicom_files
         from napari_mupd.io.ome_zarr import OmeZarrBackend, is_zarr  # imports zarr
 
         if is_zarr(path):
             return OmeZarrBackend(path)
-        raise SlideError("a folder that is not an OME-Zarr (no zarr.json or .zattrs inside)")
+        files = dicom_files(path)
+        if files:
+            return _open_dicom(path, files[0])
+        raise SlideError(
+            "a folder that is not an OME-Zarr (no zarr.json or .zattrs inside) "
+            "nor a DICOM whole-slide image (no DICOM files inside)"
+        )
     size = path.stat().st_size
     if size == 0:
         raise SlideError("the file is empty (0 bytes)")
@@ -576,6 +583,10 @@ def _select_backend(path: Path, series: int | None) -> Backend:
         return _open_tiff(path, series, fall_back=True)
     if magic.startswith(_IMAGE_MAGIC):
         return ImageBackend(path)
+    from napari_mupd.io._dicom import is_dicom_file
+
+    if is_dicom_file(path):
+        return _open_dicom(path, path)
     if path.suffix.lower() in _OPENSLIDE_ONLY:
         import_openslide()
     if openslide_can_read(path):
@@ -585,6 +596,19 @@ def _select_backend(path: Path, series: int | None) -> Backend:
         "TIFF, SVS, NDPI, OME-TIFF, OME-Zarr, PNG and JPEG are read directly, other "
         "formats through OpenSlide: pip install 'napari-mupd[openslide]'"
     )
+
+
+def _open_dicom(path: Path, first: Path) -> Backend:
+    """wsidicom for a DICOM folder or file; OpenSlide when only it is installed."""
+    from napari_mupd.io._dicom import DicomBackend
+    from napari_mupd.io._openslide import OpenSlideBackend, openslide_can_read
+
+    try:
+        return DicomBackend(path)
+    except MissingDependencyError:
+        if openslide_can_read(first):
+            return OpenSlideBackend(first)
+        raise
 
 
 def _open_tiff(path: Path, series: int | None, *, fall_back: bool) -> Backend:
