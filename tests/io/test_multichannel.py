@@ -3,6 +3,7 @@ from OME-TIFF, QPTIFF, ImageJ, multi-page TIFF and OME-Zarr, and bad input."""
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -203,3 +204,30 @@ def test_brightfield_slide_has_no_channels(generated):
 
 def test_errors_are_mupd_errors(tmp_path):
     assert issubclass(SlideError, MuPDError)
+
+
+def test_ome_tiff_level_with_fewer_channels_is_dropped_and_said(tmp_path):
+    data = planes(3, (128, 128))
+    path = tmp_path / "mismatch.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(data, subifds=1, tile=(64, 64),
+                  metadata={"axes": "CYX", "Channel": {"Name": ["A1", "A2", "A3"]}})  # fmt: skip
+        tif.write(data[:2, ::2, ::2], subfiletype=1, tile=(64, 64), metadata=None)
+    with open_slide(path) as slide:
+        assert slide.channel_names == ["A1", "A2", "A3"]
+        assert slide.metadata["native_levels"] == 1
+        assert "level 1 has 2 channels, level 0 has 3" in slide.metadata["skipped_levels"][0]
+        np.testing.assert_array_equal(slide.read_region((0, 0), 0, (128, 128)), data)
+
+
+def test_mupd_info_lists_the_channels(ome, capsys):
+    from napari_mupd.cli import main
+
+    assert main(["info", str(ome)]) == 0
+    out = capsys.readouterr().out
+    assert "channels    5 (uint16)" in out
+    assert "DAPI" in out and "#0000FF" in out and "Ki67" in out
+    assert main(["info", str(ome), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["kind"] == "multichannel"
+    assert [c["name"] for c in summary["channels"]] == NAMES

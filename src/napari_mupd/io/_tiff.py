@@ -202,7 +202,7 @@ class TiffBackend:
             n = len(level_planes) if len(level_planes) > 1 else level_planes[0].samples
             if n != count:
                 skipped.append(
-                    f"level {i} and finer-numbered ones dropped: {n} channels, level 0 has {count}"
+                    f"levels {i} and up dropped: level {i} has {n} channels, level 0 has {count}"
                 )
                 self._planes = self._planes[:i]
                 break
