@@ -167,3 +167,22 @@ def test_many_channels_only_the_first_are_visible(make_napari_viewer, tmp_path):
     layers = viewer.open(str(path), plugin="napari-mupd")
     assert len(layers) == 40
     assert [layer.visible for layer in layers] == [i < VISIBLE_CHANNELS for i in range(40)]
+
+
+def test_channel_layer_reads_as_its_own_channel_in_the_docks(make_napari_viewer, tmp_path):
+    """The docks read a channel layer as that channel, grey over its contrast window."""
+    from multichannel_files import planes, write_ome_tiff
+    from napari_mupd.plugin.layers import layer_slide
+
+    data = planes(5)
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(write_ome_tiff(tmp_path / "five.ome.tif", data)),
+                         plugin="napari-mupd")  # fmt: skip
+    cd3 = layers[2]
+    slide = layer_slide(cd3)
+    assert not slide.multichannel and slide.mpp == (0.5, 0.5)
+    lo, hi = cd3.contrast_limits
+    want = np.clip((data[2, :8, :8].astype(np.float32) - lo) / (hi - lo), 0, 1) * 255 + 0.5
+    got = slide.read_region((0, 0), 0, (8, 8))
+    np.testing.assert_array_equal(got[..., 0], want.astype(np.uint8))
+    assert slide.thumbnail(64).shape[2] == 3

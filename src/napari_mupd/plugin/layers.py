@@ -35,9 +35,28 @@ def layer_slide(layer: Image) -> Slide:
     """The slide behind an image layer: the reader's own, or one over the layer's data."""
     slide = layer.metadata.get("slide")
     if isinstance(slide, Slide) and not slide.closed:
-        return slide
+        if not slide.multichannel:
+            return slide
+        if layer.metadata.get("channel") is not None:  # one channel of a fluorescence slide
+            lo, hi = (float(v) for v in layer.contrast_limits)
+            arrays = slide.channel_arrays(layer.metadata["channel"])
+            return Slide.from_arrays(
+                [_Windowed(a, lo, hi) for a in arrays], mpp=slide.mpp, name=layer.name
+            )
     levels = list(layer.data) if layer.multiscale else [layer.data]
     return Slide.from_arrays(levels, mpp=layer_mpp(layer), name=layer.name)
+
+
+class _Windowed:
+    """A channel's (Y, X) level as grey uint8, its contrast window stretched to 0-255."""
+
+    def __init__(self, array: Any, lo: float, hi: float) -> None:
+        self.array, self.lo, self.span = array, lo, max(hi - lo, 1e-12)
+        self.shape, self.dtype, self.ndim = tuple(array.shape), np.dtype(np.uint8), 2
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        values = (np.asarray(self.array[key], np.float32) - self.lo) / self.span
+        return (np.clip(values, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def layer_mpp(layer: Image) -> tuple[float, float] | None:
