@@ -587,6 +587,10 @@ def _select_backend(path: Path, series: int | None) -> Backend:
 
     if is_dicom_file(path):
         return _open_dicom(path, path)
+    if magic.startswith(b"ZISRAWFI"):  # Zeiss CZI
+        from napari_mupd.io._czi import CziBackend
+
+        return CziBackend(path)
     if path.suffix.lower() in _OPENSLIDE_ONLY:
         import_openslide()
     if openslide_can_read(path):

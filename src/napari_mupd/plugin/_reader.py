@@ -15,7 +15,7 @@ from napari_mupd.plugin import LayerData
 
 SLIDE_SUFFIXES = (
     ".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".vmu", ".svslide",
-    ".png", ".jpg", ".jpeg", ".qptiff", ".dcm",
+    ".png", ".jpg", ".jpeg", ".qptiff", ".dcm", ".czi",
 )  # fmt: skip
 #: A multichannel slide with more channels than this opens with only the first
 #: ``VISIBLE_CHANNELS`` layers visible (tick the others in the layer list).
