@@ -25,6 +25,23 @@ MARKER_COLOURS = {
     "cd20": "FFFF00",
     "cd68": "00FFFF",
 }
+#: Other names of markers: a virtual marker finds a real channel by any of them.
+MARKER_ALIASES = {
+    "dapi": ("dapi", "hoechst", "hoechst33342", "nuclei", "nuclear", "dna"),
+    "ki67": ("ki67", "mki67", "mib1"),
+    "panck": ("panck", "pancytokeratin", "cytokeratin", "ck", "keratin", "aecam"),
+    "cd3": ("cd3", "cd3e"),
+    "cd8": ("cd8", "cd8a"),
+    "cd20": ("cd20", "ms4a1"),
+    "cd31": ("cd31", "pecam1"),
+    "pdl1": ("pdl1", "cd274"),
+    "pd1": ("pd1", "cd279", "pdcd1"),
+    "sma": ("sma", "asma", "acta2"),
+    "foxp3": ("foxp3",),
+    "cd68": ("cd68",),
+    "cd4": ("cd4",),
+}
+_CANONICAL = {alias: key for key, aliases in MARKER_ALIASES.items() for alias in aliases}
 #: Colours cycled for channels the file gives none for.
 COLOURS = ("FF0000", "00FF00", "00FFFF", "FF00FF", "FFFF00", "FF8000", "8000FF")
 _RGB_NAMES = {"r", "g", "b", "a", "red", "green", "blue", "alpha", "rgb"}
@@ -117,6 +134,30 @@ def unique_names(names: Sequence[str | None]) -> list[str]:
         seen.add(candidate.lower())
         out.append(candidate)
     return out
+
+
+def marker_key(name: str) -> str:
+    """A marker name reduced for matching: lower case, letters and digits only, aliases
+    to one name ("Ki-67" and "MKI67" -> "ki67", "pan-cytokeratin" -> "panck"). A dye
+    suffix after a space or slash is ignored ("CD8 (Opal 520)" -> "cd8")."""
+    text = re.split(r"[\s/(]", name.strip(), maxsplit=1)[0] if name.strip() else ""
+    for candidate in (name, text):
+        key = re.sub(r"[^a-z0-9]", "", candidate.lower())
+        if key in _CANONICAL:
+            return _CANONICAL[key]
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def match_channel(name: str, channel_names: Sequence[str]) -> int | None:
+    """Index of the channel called ``name``: the same name ignoring case, else the same
+    marker by :func:`marker_key` (aliases such as Ki-67 / Ki67, PanCK /
+    pan-cytokeratin); None when no channel matches."""
+    lowered = [c.lower() for c in channel_names]
+    if name.lower() in lowered:
+        return lowered.index(name.lower())
+    key = marker_key(name)
+    keys = [marker_key(c) for c in channel_names]
+    return keys.index(key) if key and key in keys else None
 
 
 def default_colour(name: str, index: int) -> str:

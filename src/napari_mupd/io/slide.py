@@ -20,7 +20,7 @@ from napari_mupd.imaging.resize import area_downsample, downscale
 from napari_mupd.io._backend import Backend, Level
 from napari_mupd.io._cache import TileCache
 from napari_mupd.io._level_array import LevelArray
-from napari_mupd.io.channels import Channel
+from napari_mupd.io.channels import Channel, match_channel
 
 BackendName = Literal["auto", "tifffile", "openslide"]
 #: Lower levels are added lazily until the coarsest level fits in this many pixels.
@@ -142,14 +142,14 @@ class Slide:
         return [c.name for c in self.channels]
 
     def channel_index(self, channel: int | str) -> int:
-        """The index of a channel given by index or name (case-insensitive)."""
+        """The index of a channel given by index or name (case-insensitive; a marker's
+        other names find it too: Ki-67 / Ki67, pan-cytokeratin / PanCK)."""
         if not self.channels:
             raise RegionError(f"{self.path}: a brightfield slide has no channels to pick")
         if isinstance(channel, str):
-            wanted = channel.strip().lower()
-            for c in self.channels:
-                if c.name.lower() == wanted:
-                    return c.index
+            found = match_channel(channel.strip(), self.channel_names)
+            if found is not None:
+                return found
             raise RegionError(
                 f"{self.path}: no channel {channel!r}; it has {', '.join(self.channel_names)}"
             )
@@ -159,6 +159,11 @@ class Slide:
                 f"{self.path}: channel {index} does not exist (the slide has {len(self.channels)})"
             )
         return index
+
+    @property
+    def nuclear_channel(self) -> int | None:
+        """Index of the nuclear stain (DAPI, Hoechst, ...) of a multichannel slide, or None."""
+        return match_channel("DAPI", self.channel_names) if self.channels else None
 
     def contrast_limits(self, channel: int | str) -> tuple[float, float]:
         """Display limits of a channel: the file's window when it gives one, else the

@@ -15,6 +15,7 @@ from napari_mupd.engine.virtual_stain import StainResult
 from napari_mupd.errors import RegionError
 from napari_mupd.imaging.regions import Region
 from napari_mupd.imaging.resize import resample
+from napari_mupd.imaging.stains import compose_stains
 from napari_mupd.io import Slide
 from napari_mupd.plugin import LayerData
 
@@ -219,11 +220,31 @@ def _level_pixels(layer: Image, level: int, box: tuple[int, int, int, int]) -> n
 def layer_thumbnail(layer: Image, max_size: int) -> tuple[np.ndarray, np.ndarray]:
     """An image layer's RGB overview (longer side ``max_size``) and the 3 x 3 map of its
     pixels (y, x) to world (y, x)."""
-    overview = layer_slide(layer).thumbnail(max_size)
+    overview = _nuclear_overview(layer, max_size)
+    if overview is None:
+        overview = layer_slide(layer).thumbnail(max_size)
     h, w = np.asarray(layer.level_shapes[0], float)[-2:]
     fy, fx = h / overview.shape[0], w / overview.shape[1]
     to_data = np.array([[fy, 0, (fy - 1) / 2], [0, fx, (fx - 1) / 2], [0, 0, 1]])
     return overview, world_matrix(layer) @ to_data
+
+
+def _nuclear_overview(layer: Image, max_size: int) -> np.ndarray | None:
+    """For a channel layer of a fluorescence slide with a nuclear channel (DAPI,
+    Hoechst): that channel's overview drawn as haematoxylin, so automatic registration
+    matches its nuclei with an H&E's. None for any other layer."""
+    slide = layer.metadata.get("slide")
+    if not isinstance(slide, Slide) or slide.closed or layer.metadata.get("channel") is None:
+        return None
+    nuclear = slide.nuclear_channel
+    if nuclear is None:
+        return None
+    lo, hi = slide.contrast_limits(nuclear)
+    windowed = [_Windowed(a, lo, hi) for a in slide.channel_arrays(nuclear)]
+    grey = Slide.from_arrays(windowed, mpp=slide.mpp).thumbnail(max_size)[..., 0]
+    densities = np.zeros((*grey.shape, 3), np.float32)
+    densities[..., 0] = grey.astype(np.float32) / 255  # haematoxylin OD up to 1
+    return compose_stains(densities)
 
 
 def read_on_grid(

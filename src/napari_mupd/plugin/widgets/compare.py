@@ -42,6 +42,7 @@ from napari_mupd.errors import Cancelled, MuPDError, RegionError
 from napari_mupd.eval.compare import READING_GUIDE, Comparison, compare_stains, format_score
 from napari_mupd.eval.labelling import LabellingIndex, labelling_index
 from napari_mupd.eval.nuclei import DEFAULT_MPP
+from napari_mupd.io.channels import match_channel
 from napari_mupd.plugin.layers import (
     layer_mpp,
     layer_thumbnail,
@@ -615,7 +616,9 @@ def default_pair(layers: Any) -> tuple[napari.layers.Image | None, napari.layers
     """(real, virtual) to compare first, never the same layer twice.
 
     Virtual: the newest virtual stain (`is_virtual`), else the top image layer. Real: a
-    non-virtual image layer, best one named after the virtual's marker ("Ki67"), then
+    non-virtual image layer, best one named after the virtual's marker ("Ki67", or a
+    channel layer of a fluorescence slide whose channel is that marker by another name,
+    e.g. "Ki-67"), then
     one of the same kind (RGB or not), then not the H&E the stain was made from; the
     newest among equals.
     """
@@ -632,7 +635,10 @@ def default_pair(layers: Any) -> tuple[napari.layers.Image | None, napari.layers
 
     def rank(item: tuple[int, Layer]) -> tuple[bool, bool, bool, int]:
         i, layer = item
-        named = bool(marker) and marker in layer.name.lower()
+        named = bool(marker) and (
+            marker in layer.name.lower()
+            or match_channel(marker, [str(layer.metadata.get("channel", layer.name))]) == 0
+        )
         same_kind = virtual is None or layer.rgb == virtual.rgb  # brightfield with brightfield
         return named, same_kind, layer.name != source, i
 
