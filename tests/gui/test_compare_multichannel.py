@@ -42,3 +42,25 @@ def test_real_channel_found_by_marker_alias_and_registered_on_dapi(make_napari_v
     he_density[..., 1] = 0.15  # eosin
     found = register_auto(compose_stains(he_density), overview)
     np.testing.assert_allclose(found.matrix[:2, 2], (shift[1], shift[0]), atol=1.5)
+
+
+def test_compute_metrics_on_a_real_channel_adds_cell_agreement(make_napari_viewer, qtbot, tmp_path):
+    from napari_mupd.plugin.widgets.compare import CompareStainsWidget
+
+    planes, truth = cells_slide()
+    path = write_ome_tiff(tmp_path / "real.ome.tif", planes, ["DAPI", "CD8", "Ki-67"], None,
+                          levels=2, mpp=1.0)  # fmt: skip
+    viewer = make_napari_viewer()
+    channels = viewer.open(str(path), plugin="napari-mupd")
+    virtual = viewer.add_image(truth[..., 0] * 0.8, name="H&E [virtual CD8]", scale=(1.0, 1.0),
+                               metadata={"marker": "CD8", "source_layer": "H&E"})  # fmt: skip
+    widget = CompareStainsWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.real.value is channels[1] and widget.virtual.value is virtual
+    widget.measure.native.click()
+    qtbot.waitUntil(lambda: not widget.measuring.running, timeout=60_000)
+    rows = dict(zip(widget.table.value["index"], (r[0] for r in widget.table.value["data"]),
+                    strict=True))  # fmt: skip
+    assert float(rows["Pearson r (CD8)"]) > 0.9
+    assert float(rows["SSIM"]) > 0.3  # the real channel in [0, 1], as the virtual one
+    assert float(rows["positive cells agree"]) > 0.95 and int(rows["cells (DAPI)"]) >= 40

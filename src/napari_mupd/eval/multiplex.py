@@ -120,7 +120,7 @@ def compare_multiplex(
         r, v = real[index], virtual[..., list(markers).index(marker)]
         pearson = pearson_r(r[valid], v[valid])
         similarity = ssim(np.where(valid, r, 0), np.where(valid, v, 0), data_range=1.0)
-        agreement, real_pos, virtual_pos, cells = _positive_cells(r, v, nuclei, valid)
+        agreement, real_pos, virtual_pos, cells = positive_cell_agreement(r, v, nuclei, valid)
         rows.append(
             MarkerAgreement(
                 marker,
@@ -173,9 +173,12 @@ def compare_with_slide(
     return compare_multiplex(scaled, slide.channel_names, virtual, markers, nuclei=nuclei)
 
 
-def _positive_cells(
+def positive_cell_agreement(
     real: np.ndarray, virtual: np.ndarray, nuclei: np.ndarray | None, valid: np.ndarray
 ) -> tuple[float, float, float, int]:
+    """(share of cells called the same, share positive on the real side, on the virtual
+    side, cells) of two (h, w) marker images over ``nuclei`` labels within ``valid``; a
+    cell is positive above its side's Otsu threshold of the cells' mean intensities."""
     if nuclei is None:
         return math.nan, math.nan, math.nan, 0
     labels = np.where(valid, nuclei, 0)

@@ -207,14 +207,21 @@ def _level_matrix(layer: Image, level: int) -> np.ndarray:
 
 
 def _level_pixels(layer: Image, level: int, box: tuple[int, int, int, int]) -> np.ndarray:
-    """Pixels (y0, x0, y1, x1) of a level: RGB uint8 for RGB layers, else the raw values."""
+    """Pixels (y0, x0, y1, x1) of a level: RGB uint8 for RGB layers, a fluorescence
+    slide's channel in [0, 1] over the layer's contrast limits, else the raw values."""
     y0, x0, y1, x1 = box
     if layer.rgb:
         slide = layer_slide(layer)
         ds = slide.downsamples[level]
         return slide.read_region((round(x0 * ds), round(y0 * ds)), level, (x1 - x0, y1 - y0))
     data = layer.data[level] if layer.multiscale else layer.data
-    return np.asarray(data[y0:y1, x0:x1])
+    pixels = np.asarray(data[y0:y1, x0:x1])
+    if layer.metadata.get("channel") is not None and isinstance(layer.metadata.get("slide"), Slide):
+        # a channel of a fluorescence slide: [0, 1] over its contrast window, as virtual
+        # markers are, so that SSIM and PSNR compare like with like
+        lo, hi = (float(v) for v in layer.contrast_limits)
+        return np.clip((pixels.astype(np.float32) - lo) / max(hi - lo, 1e-12), 0, 1)
+    return pixels
 
 
 def layer_thumbnail(layer: Image, max_size: int) -> tuple[np.ndarray, np.ndarray]:

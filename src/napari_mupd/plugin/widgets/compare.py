@@ -41,6 +41,7 @@ from napari_mupd.engine.registration import register_auto, register_landmarks
 from napari_mupd.errors import Cancelled, MuPDError, RegionError
 from napari_mupd.eval.compare import READING_GUIDE, Comparison, compare_stains, format_score
 from napari_mupd.eval.labelling import LabellingIndex, labelling_index
+from napari_mupd.eval.multiplex import positive_cell_agreement, segment_fluorescent_nuclei
 from napari_mupd.eval.nuclei import DEFAULT_MPP
 from napari_mupd.io.channels import match_channel
 from napari_mupd.plugin.layers import (
@@ -72,6 +73,9 @@ class Measured:
     labelling: tuple[LabellingIndex, LabellingIndex] | None = None
     region: str = WHOLE_LAYER
     mpp: float | None = None  # pixel size the nuclei were found at (None: not known)
+    #: for a real channel of a fluorescence slide with DAPI: (share of cells called
+    #: positive / negative alike, cells), nuclei found on the DAPI read on the same grid
+    cells: tuple[float, int] | None = None
 
 
 class CompareStainsWidget(Container):
@@ -385,7 +389,9 @@ class CompareStainsWidget(Container):
             )
             report(2, 3)
             if comparison.kind != "IHC":
-                return Measured(comparison, None, where)
+                grid_mpp = float(np.mean(mpp)) / factor if mpp else None
+                cells = _cell_agreement(real, virtual, source, target, valid, grid_mpp, view)
+                return Measured(comparison, None, where, grid_mpp, cells)
             grid_mpp = float(np.mean(mpp)) / factor if mpp else None
             pair = (
                 labelling_index(source, grid_mpp, mask=valid),
@@ -407,6 +413,9 @@ class CompareStainsWidget(Container):
         self.measured = measured
         self.comparison = comparison = measured.comparison
         rows = comparison.formatted_rows()
+        if measured.cells is not None:
+            share, count = measured.cells
+            rows += [("positive cells agree", format_score(share)), ("cells (DAPI)", str(count))]
         if structure is not None:
             rows = [("structure r (virtual vs its H&E)", format_score(float(structure))), *rows]
         self.table.value = {
@@ -746,6 +755,45 @@ def _world_points(points: napari.layers.Points) -> np.ndarray:
     """(N, 2) world (y, x) of a Points layer's points."""
     data = np.asarray(points.data, float)[:, -2:]
     return (world_matrix(points) @ np.c_[data, np.ones(len(data))].T)[:2].T
+
+
+def _cell_agreement(
+    real: napari.layers.Image,
+    virtual: napari.layers.Image,
+    source: np.ndarray,
+    target: np.ndarray,
+    valid: np.ndarray,
+    mpp: float | None,
+    view: Any,
+) -> tuple[float, int] | None:
+    """Positive-cell agreement of a real fluorescence channel and a virtual marker on
+    the grid they were compared on, nuclei from the real slide's DAPI (None when the real
+    layer is not such a channel or the slide has no nuclear channel)."""
+    slide = real.metadata.get("slide")
+    if real.metadata.get("channel") is None or getattr(slide, "nuclear_channel", None) is None:
+        return None
+    nuclear = slide.nuclear_channel
+    dapi = napari.layers.Image(
+        slide.channel_arrays(nuclear),
+        multiscale=True,
+        contrast_limits=slide.contrast_limits(nuclear),
+        scale=real.scale,
+        translate=real.translate,
+        rotate=real.rotate,
+        shear=real.shear,
+        affine=real.affine,
+        metadata={"slide": slide, "channel": slide.channels[nuclear].name},
+    )
+    _, nuclear_pixels, _ = read_on_grid(dapi, virtual)
+    if view is not None:
+        factor = nuclear_pixels.shape[1] / float(virtual.level_shapes[0][-1])
+        nuclear_pixels = nuclear_pixels[
+            math.floor(view.y * factor) : math.ceil((view.y + view.height) * factor),
+            math.floor(view.x * factor) : math.ceil((view.x + view.width) * factor),
+        ]
+    nuclei = segment_fluorescent_nuclei(nuclear_pixels, mpp)
+    share, _, _, count = positive_cell_agreement(source, target, nuclei, valid)
+    return (share, count) if count else None
 
 
 def _marker(layer: napari.layers.Image) -> str:
