@@ -79,7 +79,7 @@ class OmeZarrBackend:
         ]
         self._pool = (
             ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
-            if any(self._direct)
+            if any(self._direct) or self.info.channels
             else None
         )
 
@@ -130,18 +130,60 @@ class OmeZarrBackend:
     def read_channels(
         self, level: int, y: int, x: int, h: int, w: int, channels: tuple[int, ...]
     ) -> np.ndarray:
-        """Planes ``channels`` of [y:y+h, x:x+w] as (len(channels), h, w), through zarr
-        (one read of the channels' span)."""
-        lo, hi = min(channels), max(channels) + 1
-        picks = {"y": slice(y, y + h), "x": slice(x, x + w), "c": slice(lo, hi)}
-        index = tuple(picks.get(name, 0) for name in self._axes)
-        pixels = np.asarray(self._arrays[level][index])
-        kept = [a for a in self._axes if a in ("c", "y", "x")]
-        pixels = np.transpose(pixels, [kept.index(a) for a in ("c", "y", "x")])
-        out = pixels[[c - lo for c in channels]]
-        if not out.dtype.isnative:
-            out = out.astype(out.dtype.newbyteorder("="))
-        return np.ascontiguousarray(out)
+        """Planes ``channels`` of [y:y+h, x:x+w] as (len(channels), h, w), native dtype.
+
+        Whole chunks (every channel of their channel block) are read through zarr,
+        several at a time on a thread pool, and cached: the channel layers napari shows
+        of one slide share them, so each chunk is decoded once.
+        """
+        array = self._arrays[level]
+        axes = self._axes
+        th, tw = self.info.levels[level].tile
+        lh, lw = self.info.levels[level].shape
+        count = len(self.info.channels)
+        block = int(array.chunks[axes.index("c")])
+        kept = [a for a in axes if a in ("c", "y", "x")]
+        order = [kept.index(a) for a in ("c", "y", "x")]
+        wanted = [
+            (g, r, c)
+            for g in sorted({ch // block for ch in channels})
+            for r in range(y // th, (y + h - 1) // th + 1)
+            for c in range(x // tw, (x + w - 1) // tw + 1)
+        ]
+        tiles = {key: self._cache.get(("channels", level, *key)) for key in wanted}
+        missing = [key for key, tile in tiles.items() if tile is None]
+
+        def fetch(key: tuple[int, int, int]) -> np.ndarray:
+            g, r, c = key
+            picks = {
+                "c": slice(g * block, min((g + 1) * block, count)),
+                "y": slice(r * th, min((r + 1) * th, lh)),
+                "x": slice(c * tw, min((c + 1) * tw, lw)),
+            }
+            pixels = np.transpose(np.asarray(array[tuple(picks.get(a, 0) for a in axes)]), order)
+            if not pixels.dtype.isnative:
+                pixels = pixels.astype(pixels.dtype.newbyteorder("="))
+            pixels = np.ascontiguousarray(pixels)
+            self._cache.put(("channels", level, *key), pixels)
+            return pixels
+
+        pool = self._pool if len(missing) > 1 else None
+        fetched = pool.map(fetch, missing) if pool is not None else map(fetch, missing)
+        tiles.update(zip(missing, fetched, strict=True))
+        out = np.empty((len(channels), h, w), self.info.channels[0].dtype)
+        for i, ch in enumerate(channels):
+            g = ch // block
+            for (tg, r, c), tile in tiles.items():
+                if tg != g:
+                    continue
+                assert tile is not None
+                ty0, tx0 = r * th, c * tw
+                sy0, sx0 = max(y, ty0), max(x, tx0)
+                sy1, sx1 = min(y + h, ty0 + th), min(x + w, tx0 + tw)
+                out[i, sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[
+                    ch - g * block, sy0 - ty0 : sy1 - ty0, sx0 - tx0 : sx1 - tx0
+                ]
+        return out
 
     def _read_box(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
         """Level pixels [y:y+h, x:x+w] straight from zarr, as (h, w, 3) uint8."""
