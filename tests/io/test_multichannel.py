@@ -231,3 +231,11 @@ def test_mupd_info_lists_the_channels(ome, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["kind"] == "multichannel"
     assert [c["name"] for c in summary["channels"]] == NAMES
+
+
+def test_virtual_staining_a_fluorescence_slide_says_why_not(ome):
+    from napari_mupd.engine.virtual_stain import Grid
+    from napari_mupd.imaging.regions import Region
+
+    with open_slide(ome) as slide, pytest.raises(SlideError, match=r"multichannel.*DAPI, CD8"):
+        Grid.for_region(slide, Region(0, 0, 64, 64), None)

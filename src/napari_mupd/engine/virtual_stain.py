@@ -24,7 +24,7 @@ from napari_mupd.engine.noise import noise_window
 from napari_mupd.engine.sampling import Cancel, Progress, TileModel
 from napari_mupd.engine.tiling import Blender, tile_starts
 from napari_mupd.engine.tissue import slide_tissue
-from napari_mupd.errors import Cancelled, RegionError
+from napari_mupd.errors import Cancelled, RegionError, SlideError
 from napari_mupd.imaging.pixels import to_uint8
 from napari_mupd.imaging.regions import Region
 from napari_mupd.imaging.resize import resize
@@ -58,6 +58,13 @@ class Grid:
     @classmethod
     def for_region(cls, slide: Slide, region: Region, mpp: float | None) -> Grid:
         """The grid at pixel size ``mpp`` (the slide's own when it or ``mpp`` is unknown)."""
+        if slide.multichannel:
+            raise SlideError(
+                f"{slide.path}: a multichannel (fluorescence) slide with "
+                f"{len(slide.channels)} channels ({', '.join(slide.channel_names[:6])}"
+                f"{', ...' if len(slide.channels) > 6 else ''}); virtual staining reads a "
+                "brightfield H&E slide"
+            )
         region.check_within(slide.dimensions, slide.path.name)
         downsample = 1.0
         if mpp is not None and slide.mpp is not None:
