@@ -239,3 +239,15 @@ def test_virtual_staining_a_fluorescence_slide_says_why_not(ome):
 
     with open_slide(ome) as slide, pytest.raises(SlideError, match=r"multichannel.*DAPI, CD8"):
         Grid.for_region(slide, Region(0, 0, 64, 64), None)
+
+
+def test_a_stack_of_rgb_pages_stays_brightfield(tmp_path):
+    """Five RGB pages (a focal stack, say) are not five channels: the first page shows."""
+    rgb = np.random.default_rng(0).integers(0, 255, (5, 64, 64, 3), dtype=np.uint8)
+    path = tmp_path / "stack.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for page in rgb:
+            tif.write(page, photometric="rgb", tile=(32, 32), metadata=None)
+    with open_slide(path) as slide:
+        assert not slide.multichannel
+        np.testing.assert_array_equal(slide.read_region((0, 0), 0, (64, 64)), rgb[0])

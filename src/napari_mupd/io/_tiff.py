@@ -182,12 +182,9 @@ class TiffBackend:
         dropped because their channel count differs from level 0's."""
         planes = self._planes[0]
         keyframe = main.keyframe
-        if len(planes) > 1:
-            count = len(planes)
-        elif keyframe.photometric in (2, 6):  # RGB, YCbCr: colour samples
-            return [], []
-        else:
-            count = planes[0].samples
+        if keyframe.photometric in (2, 6) or (len(planes) > 1 and planes[0].samples > 1):
+            return [], []  # colour samples (RGB, YCbCr), e.g. a z-stack of RGB pages
+        count = len(planes) if len(planes) > 1 else planes[0].samples
         dtype = np.dtype(planes[0].dtype).newbyteorder("=")
         described = _tiff_metadata.channel_metadata(self._tif, self._series_index, count)
         names = [d.get("name") for d in described]
