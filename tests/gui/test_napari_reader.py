@@ -186,3 +186,29 @@ def test_channel_layer_reads_as_its_own_channel_in_the_docks(make_napari_viewer,
     got = slide.read_region((0, 0), 0, (8, 8))
     np.testing.assert_array_equal(got[..., 0], want.astype(np.uint8))
     assert slide.thumbnail(64).shape[2] == 3
+
+
+def test_channel_layers_draw_in_their_colours(make_napari_viewer, tmp_path):
+    """On screen: DAPI (blue) where only DAPI is bright, CD8 (green) where only CD8 is,
+    both added (cyan) where both are."""
+    from multichannel_files import write_ome_tiff
+
+    data = np.full((2, 128, 192), 100, np.uint16)
+    data[0, :, :128] = 5000  # DAPI: left two thirds
+    data[1, :, 64:] = 5000  # CD8: right two thirds
+    path = write_ome_tiff(tmp_path / "two.ome.tif", data, ["DAPI", "CD8"],
+                          [0x0000FFFF, 0x00FF00FF], levels=1, tile=64)  # fmt: skip
+    viewer = make_napari_viewer(show=True)
+    layers = viewer.open(str(path), plugin="napari-mupd")
+    for layer in layers:
+        layer.contrast_limits = (100, 5000)
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    row = shot[shot.shape[0] // 2]
+    columns = np.flatnonzero(row.sum(axis=1) > 60)  # the image, not the black canvas
+    left, right = columns[0], columns[-1]
+    third = (right - left) / 3
+    blue, cyan, green = (row[round(left + third * k)] for k in (0.5, 1.5, 2.5))
+    assert blue[2] > 200 and blue[0] < 40 and blue[1] < 40
+    assert cyan[1] > 200 and cyan[2] > 200 and cyan[0] < 40
+    assert green[1] > 200 and green[0] < 40 and green[2] < 40
