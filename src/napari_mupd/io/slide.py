@@ -236,9 +236,10 @@ class Slide:
 
     def __repr__(self) -> str:
         w, h = self.dimensions
+        channels = f" channels={len(self.channels)}" if self.channels else ""
         return (
             f"<Slide {self.path.name!r} {w}x{h} {self.vendor} "
-            f"levels={self.level_count} mpp={self.mpp}>"
+            f"levels={self.level_count} mpp={self.mpp}{channels}>"
         )
 
     # -- reading -----------------------------------------------------------------------
