@@ -43,6 +43,20 @@ def dicom_files(folder: Path) -> list[Path]:
     return [p for p in entries if p.is_file() and is_dicom_file(p)]
 
 
+def has_dicom(folder: Path, look_at: int = 200) -> bool:
+    """Whether one of the first ``look_at`` files of ``folder`` is DICOM (a quick test
+    for napari, which asks about every folder it is given)."""
+    try:
+        for i, entry in enumerate(folder.iterdir()):
+            if i >= look_at:
+                return False
+            if entry.is_file() and is_dicom_file(entry):
+                return True
+    except OSError:
+        return False
+    return False
+
+
 def import_wsidicom() -> Any:
     try:
         import wsidicom

@@ -9,7 +9,7 @@ from typing import Any
 
 from napari_mupd._version import __version__
 from napari_mupd.io import Slide, open_slide
-from napari_mupd.io._dicom import dicom_files
+from napari_mupd.io._dicom import has_dicom
 from napari_mupd.io.ome_zarr import is_zarr
 from napari_mupd.plugin import LayerData
 
@@ -36,7 +36,7 @@ def napari_get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]]
         return None
     if p.suffix.lower() in SLIDE_SUFFIXES or p.suffix.lower() == ".zarr" or is_zarr(p):
         return read_slide
-    if p.is_dir() and dicom_files(p):  # a DICOM whole-slide image folder
+    if p.is_dir() and has_dicom(p):  # a DICOM whole-slide image folder
         return read_slide
     return None
 
