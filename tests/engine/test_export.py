@@ -313,6 +313,25 @@ def test_a_virtual_stain_follows_its_tile(augmented):
     assert read_tile(augmented / marker["path"]).shape == (64, 64, 2)
 
 
+def test_mif_tiles_are_named_ome_tiffs_that_train_as_pairs(augmented):
+    """Virtual mIF tiles are OME-TIFFs whose channels carry the marker names, and read back
+    as an mIF training set (markers by name, in the asked order, 0-255 -> [0, 1])."""
+    rows, _ = manifest_rows(augmented)
+    marker = next(r for r in rows if r["target"] == "mIF:CD3,CD8")
+    with open_slide(augmented / marker["path"]) as tile:
+        assert tile.channel_names == ["CD3", "CD8"]
+    pairs = PairedTileFolder(
+        augmented / "real_he", augmented / "virtual_cd3-cd8", "mIF:CD8,CD3", 64
+    )
+    assert len(pairs) == 6  # 2 tiles, each with 2 augmented copies
+    for i in range(len(pairs)):
+        sample = pairs[i]
+        planes = read_tile(augmented / "virtual_cd3-cd8" / f"{sample.meta['pair']}.tif")
+        np.testing.assert_allclose(sample.image, planes[..., ::-1] / 255, atol=1e-6)
+        expected = read_rgb(augmented / "real_he" / f"{sample.meta['pair']}.png")
+        np.testing.assert_array_equal(sample.source, expected)
+
+
 def test_same_seed_same_bytes_other_seed_other_copies(augmented, slide, pipe, tmp_path):
     again = export_tiles(slide, TISSUE, pipe, tmp_path / "again", **AUGMENTED).parent
     assert tile_files(again) == tile_files(augmented)

@@ -5,7 +5,7 @@ An export folder (``<id>`` is ``<slide>_x<X>_y<Y>``, the tile's level-0 top-left
     real_he/<id>.png          the real H&E tile, resampled to the model's pixel grid
     virtual_ki67/<id>.png     a virtual stain of that tile (one folder per target)
     synthetic_he/<id>.png     synthetic H&E conditioned on text / RNA / the real tile
-    virtual_cd3-cd8/<id>.tif  mIF targets: one uint8 plane per marker (C, H, W)
+    virtual_cd3-cd8/<id>.tif  mIF targets: an OME-TIFF, one named uint8 plane per marker
     rna.csv               the expression profile (gene,value), when one was given
     captions.csv          path,caption of the synthetic H&E made from a prompt
     manifest.csv          one row per written file (:data:`COLUMNS`)
@@ -22,9 +22,11 @@ labels. The transform of copy j of the tile at candidate index k is drawn from
 and is recorded in the manifest (``copy``, ``augment``).
 
 ``PairedTileFolder(out / "real_he", out / "virtual_ki67", "IHC:Ki67", tile_size)`` reads the
-pairs as they lie, ``CaptionedTiles(out / "captions.csv", tile_size)`` the captioned
-tiles. Files are written to a temporary name and renamed, so a file that exists is
-whole: a rerun with the same settings skips them and finishes the export.
+pairs as they lie (``PairedTileFolder(out / "real_he", out / "virtual_cd3-cd8",
+"mIF:CD3,CD8", tile_size)`` the marker planes, by their OME channel names),
+``CaptionedTiles(out / "captions.csv", tile_size)`` the captioned tiles. Files are
+written to a temporary name and renamed, so a file that exists is whole: a rerun with the
+same settings skips them and finishes the export.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import hashlib
 import json
 import os
 import re
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,7 +333,7 @@ def export_tiles(
                     image = real if spec.uses_source or use_reference else None
                     conditions = {"text": text, "rna": profile, "image": image}
                     tile = _generate(pipe, spec, conditions, t, spot.seed, row["steps"], cancel)
-                    _save(out / row["path"], tile)
+                    _save(out / row["path"], tile, spec.markers if spec.kind == "mIF" else ())
                 made.append(_Made(_row(row), "he" if spec.kind == "H&E" else "intensity", tile))
                 rows.append(made[-1].row)
                 done += 1
@@ -373,7 +376,8 @@ def _augmented_copy(out: Path, item: _Made, transform: Transform, j: int) -> dic
     if not (out / path).exists():
         if item.pixels is None:  # written by an earlier run: read it back (lossless)
             item.pixels = read_tile(out / row["path"])
-        _save(out / path, transform.apply(item.pixels, item.kind))
+        names = row["channels"].split(",") if row["path"].endswith(".tif") else ()
+        _save(out / path, transform.apply(item.pixels, item.kind), names)
     return {
         **row,
         "id": f"{row['id']}_aug{j}",
@@ -460,14 +464,27 @@ def _generate(
     return to_uint8(result.images[0])
 
 
-def _save(path: Path, pixels: np.ndarray) -> None:
-    """Write a tile atomically: PNG, or a (C, H, W) TIFF for marker channels."""
+def _save(path: Path, pixels: np.ndarray, channels: Sequence[str] = ()) -> None:
+    """Write a tile atomically: PNG, or a (C, H, W) OME-TIFF for marker channels, named
+    ``channels`` (what :func:`~napari_mupd.io.open_slide` and the mIF training datasets
+    read the markers by). The OME UUID is derived from the name and the pixels, not drawn,
+    so a seed still gives the same bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".tif":
         import tifffile
 
         planes = np.ascontiguousarray(np.moveaxis(pixels, -1, 0))
-        _atomic(path, lambda tmp: tifffile.imwrite(tmp, planes, metadata={"axes": "CYX"}))
+        digest = hashlib.sha256(planes.tobytes()).hexdigest()
+        uid = uuid.uuid5(uuid.NAMESPACE_URL, f"napari-mupd:{path.name}:{digest}")
+        metadata: dict[str, Any] = {"axes": "CYX", "UUID": f"urn:uuid:{uid}"}
+        if channels:
+            metadata["Channel"] = {"Name": list(channels)}
+        _atomic(
+            path,
+            lambda tmp: tifffile.imwrite(
+                tmp, planes, ome=True, photometric="minisblack", metadata=metadata
+            ),
+        )
     else:
         _atomic(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
 

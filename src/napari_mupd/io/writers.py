@@ -66,7 +66,11 @@ def write_ome_tiff(
 
 
 def write_flat(path: str | os.PathLike, image: np.ndarray, channels: Sequence[str]) -> Path:
-    """One flat PNG (RGB or one marker) or TIFF (any channels) of a float image."""
+    """One flat PNG (RGB or one marker) or TIFF (any channels) of a float image.
+
+    Markers go to a TIFF as (C, H, W) uint8 planes with OME-XML naming each channel, so
+    :func:`~napari_mupd.io.open_slide` (and an mIF training set) finds them by name.
+    """
     p = Path(path)
     pixels = to_uint8(image)
     if p.suffix.lower() == ".png":
@@ -81,9 +85,14 @@ def write_flat(path: str | os.PathLike, image: np.ndarray, channels: Sequence[st
         import tifffile
 
         rgb = tuple(channels) == ("R", "G", "B")
-        tifffile.imwrite(
-            p,
-            pixels if rgb else np.moveaxis(pixels, -1, 0),
-            photometric="rgb" if rgb else "minisblack",
-        )
+        if rgb:
+            tifffile.imwrite(p, pixels, photometric="rgb")
+        else:
+            tifffile.imwrite(
+                p,
+                np.moveaxis(pixels, -1, 0),
+                photometric="minisblack",
+                ome=True,
+                metadata={"axes": "CYX", "Channel": {"Name": list(channels)}},
+            )
     return p

@@ -2,6 +2,13 @@
 
 Every dataset is a sequence (``len`` and ``[i]``) of samples with the same tile size;
 each sample carries the target image, the target name, and whichever conditions it has.
+
+Targets of an ``mIF:<m1>,<m2>,...`` task are marker intensities, not RGB: a multichannel
+file (OME-TIFF, QPTIFF, multi-page TIFF: anything :func:`~napari_mupd.io.open_slide` opens
+as channels; or a ``.npy`` array (H, W, K) already in the markers' order) is read by
+:func:`read_markers`, its channels picked by name in the order of the target's markers
+(case-insensitive, with the aliases of :mod:`napari_mupd.io.channels`: Ki-67 / Ki67,
+Hoechst / DAPI), and scaled to [0, 1] by the pixel type's range (:data:`MARKER_SCALING`).
 """
 
 from __future__ import annotations
@@ -23,8 +30,17 @@ from napari_mupd.imaging.regions import Region
 from napari_mupd.imaging.resize import fit_tile, resize
 from napari_mupd.imaging.tissue import TissueMap, tissue_mask
 from napari_mupd.io import open_slide
+from napari_mupd.io.channels import match_channel
+from napari_mupd.model.config import split_target
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: Files an mIF target may be: multichannel TIFFs (OME-TIFF, QPTIFF) and numpy arrays.
+MARKER_SUFFIXES = (".tif", ".tiff", ".qptiff", ".npy")
+#: How marker intensities become [0, 1]: ``(value - low) / (high - low)`` with (low, high)
+#: the channel's value range (the pixel type's: 0-255 for uint8, 0-65535 for uint16; for
+#: float, the range the file states, else 0-1), clipped. Fixed per file, not per tile, so
+#: a dim tile stays dim and a marker's absence is not stretched into noise.
+MARKER_SCALING = "dtype range"
 Split = Literal["train", "test"]
 
 
@@ -32,7 +48,7 @@ Split = Literal["train", "test"]
 class Sample:
     """One training example: a target tile and its conditions."""
 
-    image: np.ndarray  # (H, W, 3) uint8 target tile
+    image: np.ndarray  # (H, W, 3) uint8 target tile; (H, W, K) float32 in [0, 1] for mIF
     target: str = "H&E"
     source: np.ndarray | None = None  # (H, W, 3) uint8 source H&E (virtual staining)
     text: str | None = None
@@ -54,10 +70,118 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def _images(folder: Path) -> list[Path]:
+def is_mif(target: str) -> bool:
+    """Whether ``target`` is a multiplex IF panel (``mIF:<m1>,<m2>,...``)."""
+    try:
+        return split_target(target)[0] == "mIF"
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from exc
+
+
+def read_markers(path: str | os.PathLike, markers: Sequence[str]) -> np.ndarray:
+    """The channels ``markers`` of a multichannel file as (H, W, K) float32 in [0, 1].
+
+    A TIFF (OME-TIFF, QPTIFF, multi-page) is opened with :func:`~napari_mupd.io.open_slide`
+    and its level 0 read whole; each marker finds its channel by name (case-insensitive,
+    aliases such as Ki-67 / Ki67 or Hoechst / DAPI), in the markers' order whatever the
+    file's. A ``.npy`` array (H, W, K) has no names: its K channels are the markers, in
+    order. Intensities are scaled by :data:`MARKER_SCALING`. A file without a marker, a
+    brightfield file or a wrong channel count is a :class:`DatasetError` naming the file.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        return _npy_markers(path, markers)
+    try:
+        slide = open_slide(path)
+    except ValueError as exc:  # SlideError
+        raise DatasetError(f"{path}: {exc}") from exc
+    with slide:
+        if not slide.channels:
+            raise DatasetError(
+                f"{path}: a brightfield (RGB) image, not the channels of {', '.join(markers)}; "
+                "an mIF target needs a multichannel file (OME-TIFF with channel names, QPTIFF)"
+            )
+        names = slide.channel_names
+        picked = []
+        for marker in markers:
+            index = match_channel(marker, names)
+            if index is None:
+                raise DatasetError(
+                    f"{path}: no channel for marker {marker!r}; it has {', '.join(names)}"
+                )
+            picked.append(index)
+        planes = slide.read_region((0, 0), 0, slide.dimensions, channels=picked)
+        ranges = [slide.channels[i].value_range for i in picked]
+    out = np.empty((*planes.shape[1:], len(picked)), np.float32)
+    for k, (plane, (low, high)) in enumerate(zip(planes, ranges, strict=True)):
+        out[..., k] = (plane.astype(np.float32) - low) / (high - low)
+    return np.clip(out, 0, 1, out=out)
+
+
+def _npy_markers(path: Path, markers: Sequence[str]) -> np.ndarray:
+    array = np.load(path, allow_pickle=False)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] != len(markers):
+        raise DatasetError(
+            f"{path}: expected (H, W, {len(markers)}) for {', '.join(markers)} (a .npy has no "
+            f"channel names: its channels are the markers, in order), got shape {array.shape}"
+        )
+    if np.issubdtype(array.dtype, np.integer):
+        info = np.iinfo(array.dtype)
+        return np.clip((array.astype(np.float32) - info.min) / (info.max - info.min), 0, 1)
+    out = array.astype(np.float32)
+    if not np.isfinite(out).all() or out.min() < 0 or out.max() > 1:
+        raise DatasetError(f"{path}: float marker intensities must be finite and in [0, 1]")
+    return out
+
+
+def read_target(path: str | os.PathLike, target: str) -> np.ndarray:
+    """A target tile: (H, W, 3) uint8 RGB, or (H, W, K) float32 markers for ``mIF:`` ones."""
+    if is_mif(target):
+        return read_markers(path, split_target(target)[1])
+    return read_rgb(path)
+
+
+def fit_target(image: np.ndarray, size: int) -> np.ndarray:
+    """:func:`~napari_mupd.imaging.resize.fit_tile` for RGB and for float marker stacks
+    (each channel resized in float: area filter when shrinking, bicubic when growing)."""
+    if image.dtype == np.uint8:
+        return fit_tile(image, size)
+    return _resize_float(_square(image), (size, size))
+
+
+def _square(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    side = min(h, w)
+    y, x = (h - side) // 2, (w - side) // 2
+    return image[y : y + side, x : x + side]
+
+
+def _resize_float(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A float (h, w, k) image resized channel by channel (Pillow's float mode), in [0, 1]."""
+    h, w = shape
+    if image.shape[:2] == (h, w):
+        return np.ascontiguousarray(image, np.float32)
+    shrinks = image.shape[0] * image.shape[1] > h * w
+    method = Image.Resampling.BOX if shrinks else Image.Resampling.BICUBIC
+    planes = [
+        np.asarray(Image.fromarray(image[..., k].astype(np.float32)).resize((w, h), method))
+        for k in range(image.shape[-1])
+    ]
+    return np.clip(np.stack(planes, axis=-1), 0, 1).astype(np.float32)
+
+
+def _stem(path: Path) -> str:
+    """A file's name without its suffix, ``.ome`` included (``x.ome.tif`` pairs with ``x.png``)."""
+    stem = path.stem
+    return stem[: -len(".ome")] if stem.lower().endswith(".ome") else stem
+
+
+def _images(folder: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a folder")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)
 
 
 def spatial_split(xs: Sequence[float], width: float, holdout: float, split: Split) -> list[bool]:
@@ -79,7 +203,13 @@ def spatial_split(xs: Sequence[float], width: float, holdout: float, split: Spli
 
 
 class PairedTileFolder(Sequence[Sample]):
-    """Registered pairs: ``source_dir/x.png`` and ``target_dir/x.png`` share a file stem."""
+    """Registered pairs: ``source_dir/x.png`` and ``target_dir/x.png`` share a file stem.
+
+    For an ``mIF:`` target the target files are multichannel (``x.ome.tif``, ``x.tif``,
+    ``x.qptiff`` or ``x.npy``), read by :func:`read_markers`: the channels of the target's
+    markers, by name, in its order, scaled to [0, 1]. The first pair is read when the
+    dataset is made, so a missing marker fails at once.
+    """
 
     def __init__(
         self,
@@ -88,13 +218,17 @@ class PairedTileFolder(Sequence[Sample]):
         target: str,
         tile_size: int,
     ) -> None:
-        sources = {p.stem: p for p in _images(Path(source_dir))}
-        targets = {p.stem: p for p in _images(Path(target_dir))}
+        mif = is_mif(target)
+        sources = {_stem(p): p for p in _images(Path(source_dir))}
+        found = _images(Path(target_dir), MARKER_SUFFIXES if mif else IMAGE_SUFFIXES)
+        targets = {_stem(p): p for p in found}
         self.stems = sorted(sources.keys() & targets.keys())
         if not self.stems:
             raise DatasetError(f"no file names in common between {source_dir} and {target_dir}")
         self.sources, self.targets = sources, targets
         self.target, self.tile_size = target, tile_size
+        if mif:
+            read_target(targets[self.stems[0]], target)  # a missing marker fails here
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -102,7 +236,7 @@ class PairedTileFolder(Sequence[Sample]):
     def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
         stem = self.stems[i]
         return Sample(
-            image=fit_tile(read_rgb(self.targets[stem]), self.tile_size),
+            image=fit_target(read_target(self.targets[stem], self.target), self.tile_size),
             source=fit_tile(read_rgb(self.sources[stem]), self.tile_size),
             target=self.target,
             meta={"pair": stem},
@@ -113,7 +247,8 @@ def _rescale(image: np.ndarray, scale: float) -> np.ndarray:
     if scale == 1:
         return image
     h, w = image.shape[:2]
-    return resize(image, (max(1, round(h * scale)), max(1, round(w * scale))))
+    shape = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return resize(image, shape) if image.dtype == np.uint8 else _resize_float(image, shape)
 
 
 class SerialSectionPairs(Sequence[Sample]):
@@ -124,7 +259,8 @@ class SerialSectionPairs(Sequence[Sample]):
     shows tissue and the warped section has data. Landmarks pair by their order (the ANHIR
     convention): points beyond the shorter list have no partner and are left out.
     ``scale`` resamples both sections (and their landmarks) first, e.g. to bring them to
-    the model's pixel size.
+    the model's pixel size. For an ``mIF:`` target the moving section is a multichannel
+    file read by :func:`read_markers` (markers by name, scaled to [0, 1]).
     """
 
     def __init__(
@@ -146,14 +282,17 @@ class SerialSectionPairs(Sequence[Sample]):
         if scale <= 0:
             raise DatasetError(f"{fixed_image}: scale must be positive, got {scale}")
         fixed = _rescale(read_rgb(fixed_image), scale)
-        moving = _rescale(read_rgb(moving_image), scale)
+        moving = _rescale(read_target(moving_image, target), scale)
         moving_xy = read_landmarks(moving_landmarks, landmark_scale * scale)
         fixed_xy = read_landmarks(fixed_landmarks, landmark_scale * scale)
         n = min(len(moving_xy), len(fixed_xy))  # pairs by order; extra points are unpaired
         self.registration = register_landmarks(moving_xy[:n], fixed_xy[:n])
         shape = fixed.shape[:2]
         self.fixed = fixed
-        self.warped = self.registration.warp(moving, shape)
+        if moving.dtype == np.uint8:
+            self.warped = self.registration.warp(moving, shape)
+        else:  # marker intensities: no signal (0) where the section has no data
+            self.warped = self.registration.warp(moving, shape, cval=0.0).astype(np.float32)
         valid = self.registration.valid_mask(moving.shape[:2], shape)
         usable = TissueMap(tissue_mask(fixed) & valid)
         stride = stride or tile_size // 2
@@ -399,7 +538,11 @@ __all__ = [
     "SpatialSpots",
     "build_caption",
     "build_dataset",
+    "fit_target",
+    "is_mif",
+    "read_markers",
     "read_rgb",
+    "read_target",
     "sources",
 ]
 

@@ -177,7 +177,13 @@ class Trainer:
             if task.config.kind == "stain":
                 targets = {d[0].target for d in task.datasets}
                 for target in targets:
-                    self.pipe.config.resolve_target(target)  # unknown targets fail now
+                    spec = self.pipe.config.resolve_target(target)  # unknown targets fail now
+                    if spec.kind == "mIF" and spec.markers != spec.panel:
+                        # a tile is encoded as the whole panel, in the panel's order
+                        raise ConfigError(
+                            f"task {task.config.name!r}: target {target!r} must name every "
+                            f"marker of the panel in its order: {spec.name!r}"
+                        )
         self.pipe.vae.requires_grad_(False)
         if not config.init:
             fit_stain_stats(self.pipe, self.tasks)
