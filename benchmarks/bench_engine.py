@@ -100,6 +100,14 @@ def _worker_peak_rss() -> float:
     return peak_rss_mb()
 
 
+def _worker_cpu() -> float:
+    """CPU seconds (user + system) the worker process has used since it started."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def job_tiles(spec: JobSpec) -> tuple[int, int, int, int]:
     """Distinct tissue tiles, tiles computed over all chunks before (independent chunks)
     and after (shared border tiles), and chunks of a job."""
@@ -119,8 +127,10 @@ def job_tiles(spec: JobSpec) -> tuple[int, int, int, int]:
 
 def run_cluster(
     spec: JobSpec, workers: int, threads: int | None, share_tiles: bool = True
-) -> tuple[float, list[float]]:
-    """Wall time of one job on a fresh LocalCluster and the workers' peak RSS (MB)."""
+) -> tuple[float, list[float], float]:
+    """Wall time of one job on a fresh LocalCluster, the workers' peak RSS (MB) and the
+    CPU seconds they used (start and model loading included: a measure of work that
+    other jobs on a shared machine disturb less than wall time)."""
     from dask.distributed import Client
 
     cluster = local_cluster(workers)
@@ -136,9 +146,10 @@ def run_cluster(
         wall = time.perf_counter() - start
         with Client(cluster) as client:
             rss = list(client.run(_worker_peak_rss).values())
+            cpu = sum(client.run(_worker_cpu).values())
     finally:
         cluster.close()
-    return wall, rss
+    return wall, rss, cpu
 
 
 def slide_table(args: argparse.Namespace) -> list[str]:
@@ -162,30 +173,46 @@ def slide_table(args: argparse.Namespace) -> list[str]:
         f"every chunk they touch), after: {after} ({after / distinct:.2f}x, goal <= 1.05). "
         "Wall time includes cluster start and model loading.",
         "",
-        "| workers x torch threads | wall before (s) | wall after (s) | after vs before "
+        "| workers x torch threads | wall before (s) | wall after (s) | wall: after vs before "
+        "| worker CPU before (s) | worker CPU after (s) | CPU: after vs before "
         "| tiles/s after (distinct) | after vs 1 x 1 | peak RSS per worker after (MB) |",
-        "|---|--:|--:|--:|--:|--:|---|",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     base = None
     results = {}
+    runs: dict[tuple[int, int | None, bool], list[float]] = {}
     for workers, threads in ((1, 1), (2, 1), (1, None)):
         walls: dict[bool, list[float]] = {False: [], True: []}
+        cpus: dict[bool, list[float]] = {False: [], True: []}
         rss: list[float] = []
         for _ in range(args.repeats_job):
             for share in (False, True):  # interleaved, so that load drifts hit both alike
-                wall, peaks = run_cluster(spec, workers, threads, share)
+                wall, peaks, cpu = run_cluster(spec, workers, threads, share)
                 walls[share].append(wall)
+                cpus[share].append(cpu)
                 rss = peaks if share else rss
         old, new = min(walls[False]), min(walls[True])
+        cpu_old, cpu_new = min(cpus[False]), min(cpus[True])
+        runs[(workers, threads, False)], runs[(workers, threads, True)] = walls[False], walls[True]
         base = base or new
         results[(workers, threads)] = new
         label = f"{workers} x {threads or (os.cpu_count() or 1) // workers}"
         rows.append(
-            f"| {label} | {old:.1f} | {new:.1f} | {old / new:.2f}x faster | {distinct / new:.2f} "
+            f"| {label} | {old:.1f} | {new:.1f} | {old / new:.2f}x faster | {cpu_old:.1f} "
+            f"| {cpu_new:.1f} | {cpu_old / cpu_new:.2f}x less | {distinct / new:.2f} "
             f"| {base / new:.2f}x | {', '.join(f'{r:.0f}' for r in rss)} |"
         )
     ratio = results[(1, 1)] / results[(2, 1)]
     rows.append(f"\nScaling 1 -> 2 workers (1 thread each, after): {ratio:.2f}x (goal >= 1.7x).")
+    rows.append(
+        "Each run: "
+        + "; ".join(
+            f"{w} x {t or (os.cpu_count() or 1) // w} {'after' if s else 'before'} "
+            + ", ".join(f"{x:.1f} s" for x in runs[(w, t, s)])
+            for (w, t, s) in runs
+        )
+        + "."
+    )
     shutil.rmtree(out, ignore_errors=True)
     return rows
 
