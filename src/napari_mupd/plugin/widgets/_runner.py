@@ -42,6 +42,25 @@ ASK_AFTER_S = 30.0
 DRAW_EVERY_S = 0.1
 
 
+_WARMING: list[threading.Thread] = []
+
+
+def warm_up_model_libraries() -> None:
+    """Import the model's libraries (diffusers and what it pulls in: ~3 s on 2 cores) in a
+    background thread as soon as a dock opens, once per session, so that no job pays for
+    them later: an import holds the interpreter in long stretches that would stall the
+    event loop in the middle of a job."""
+    if _WARMING:
+        return
+
+    def warm() -> None:
+        from diffusers.models.autoencoders import autoencoder_kl  # noqa: F401  (the VAE)
+
+    thread = threading.Thread(target=warm, name="mupd-warm-up", daemon=True)
+    _WARMING.append(thread)
+    thread.start()
+
+
 def leave_a_core() -> None:
     """Torch computes on one core fewer than the machine has while a dock runs a job, so
     that napari's event loop always has a core to answer the user (on 2 cores: 1 thread)."""

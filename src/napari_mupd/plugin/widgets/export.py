@@ -40,7 +40,12 @@ from napari_mupd.plugin.widgets._controls import (
     button_row,
     typed_path,
 )
-from napari_mupd.plugin.widgets._runner import Cancel, Report, TaskRunner
+from napari_mupd.plugin.widgets._runner import (
+    Cancel,
+    Report,
+    TaskRunner,
+    warm_up_model_libraries,
+)
 
 __all__ = ["FIELD_OF_VIEW", "PREVIEW", "WHOLE_IMAGE", "ExportTilesWidget", "tile_rectangles"]
 
@@ -118,6 +123,7 @@ class ExportTilesWidget(Container):
             ]
         )
         self.runner = TaskRunner("Export tiles", self.run, self.cancel, self.status)
+        warm_up_model_libraries()
         self.run.changed.connect(self.start)
         self.preview.changed.connect(self.show_preview)
         self.model.on_config.append(self._tile_size_of)

@@ -34,7 +34,12 @@ from napari_mupd.plugin.widgets._controls import (
     layer_menu,
     typed_path,
 )
-from napari_mupd.plugin.widgets._runner import Cancel, Report, TaskRunner
+from napari_mupd.plugin.widgets._runner import (
+    Cancel,
+    Report,
+    TaskRunner,
+    warm_up_model_libraries,
+)
 
 NO_RNA, RNA_FILE, RNA_SPOTS = "none", "file (.csv, .h5ad)", "selected Visium spots"
 STACK, GRID = "stack", "grid"
@@ -94,6 +99,7 @@ class GenerateTissueWidget(Container):
             ]
         )
         self.runner = TaskRunner("Generate tissue", self.run, self.cancel, self.status)
+        warm_up_model_libraries()
         self.run.changed.connect(self.start)
         for control in (self.rna_source, self.use_reference, self.prompt, self.spots):
             control.changed.connect(self._toggle)

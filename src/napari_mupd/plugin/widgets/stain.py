@@ -22,7 +22,12 @@ from napari_mupd.plugin.widgets._controls import (
     RegionPicker,
     button_row,
 )
-from napari_mupd.plugin.widgets._runner import Cancel, Report, TaskRunner
+from napari_mupd.plugin.widgets._runner import (
+    Cancel,
+    Report,
+    TaskRunner,
+    warm_up_model_libraries,
+)
 
 #: The largest region stained into layers here (output pixels: the model's resolution, or
 #: the slide's own for IHC, which is drawn on the slide's cells).
@@ -70,6 +75,7 @@ class VirtualStainWidget(Container):
             ]
         )
         self.runner = TaskRunner("Virtual stain", self.run, self.cancel, self.status)
+        warm_up_model_libraries()
         self.run.changed.connect(self.start)
         self.estimate.changed.connect(self.estimate_pixel_size)
         self.region.source.changed.connect(self.show_pixel_size)
