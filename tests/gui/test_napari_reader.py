@@ -129,6 +129,7 @@ def test_manifest_validates():
         "Generate tissue",
         "Compare stains",
         "Export tiles",
+        "Channels",
     }
     assert {w.display_name for w in contributions.writers} == {"GeoJSON (QuPath)", "OME-Zarr"}
 
@@ -157,16 +158,36 @@ def test_multichannel_slide_opens_as_named_additive_channel_layers(make_napari_v
         assert layers[0].metadata["slide"].closed
 
 
-def test_many_channels_only_the_first_are_visible(make_napari_viewer, tmp_path):
+def test_many_channels_open_the_first_and_the_channels_dock_picks_the_rest(
+    make_napari_viewer, tmp_path
+):
+    """A 40-plex opens as 8 channel layers, not 40; the Channels dock lists all 40 with the
+    shown ones ticked, and Apply adds the newly ticked and removes the unticked."""
     from multichannel_files import planes, write_ome_tiff
     from napari_mupd.plugin._reader import VISIBLE_CHANNELS
+    from napari_mupd.plugin.widgets.channels import ChannelsWidget
 
     path = write_ome_tiff(tmp_path / "forty.ome.tif", planes(40, (64, 96)),
                           [f"M{i}" for i in range(40)], None, levels=1, tile=32)  # fmt: skip
     viewer = make_napari_viewer()
     layers = viewer.open(str(path), plugin="napari-mupd")
-    assert len(layers) == 40
-    assert [layer.visible for layer in layers] == [i < VISIBLE_CHANNELS for i in range(40)]
+    assert [layer.name for layer in layers] == [f"M{i}" for i in range(VISIBLE_CHANNELS)]
+    slide = layers[0].metadata["slide"]
+    dock = ChannelsWidget(viewer)
+    viewer.window.add_dock_widget(dock, name="Channels")
+    assert dock.slide.value is slide and len(dock.channels.choices) == 40
+    assert list(dock.channels.value) == list(range(VISIBLE_CHANNELS))
+    assert dock.status.value == f"{VISIBLE_CHANNELS} of 40 channels shown"
+    dock.channels.value = [*range(1, VISIBLE_CHANNELS), 10, 39]  # M0 off, M10 and M39 on
+    dock.apply.clicked.emit()
+    names = [layer.name for layer in viewer.layers]
+    assert "M0" not in names and {"M10", "M39"} <= set(names) and len(names) == 9
+    m39 = viewer.layers["M39"]
+    assert m39.blending == "additive" and m39.metadata["channel_index"] == 39
+    np.testing.assert_array_equal(
+        np.asarray(m39.data[0][:64, :96]), slide.read_region((0, 0), 0, (96, 64), channels=[39])[0]
+    )
+    assert not slide.closed
 
 
 def test_channel_layer_reads_as_its_own_channel_in_the_docks(make_napari_viewer, tmp_path):

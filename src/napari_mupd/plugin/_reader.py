@@ -17,8 +17,8 @@ SLIDE_SUFFIXES = (
     ".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".vmu", ".svslide",
     ".png", ".jpg", ".jpeg", ".qptiff", ".dcm", ".czi",
 )  # fmt: skip
-#: A multichannel slide with more channels than this opens with only the first
-#: ``VISIBLE_CHANNELS`` layers visible (tick the others in the layer list).
+#: A multichannel slide opens with layers for its first ``VISIBLE_CHANNELS`` channels
+#: only; the Channels dock adds (or removes) the others.
 VISIBLE_CHANNELS = 8
 
 
@@ -84,34 +84,35 @@ def slide_layer_data(slide: Slide, name: str | None = None) -> LayerData:
 
 
 def channel_layer_data(slide: Slide) -> list[LayerData]:
-    """One layer per channel of a multichannel slide: named after the channel, additive
-    blending, the channel's colour as colormap, contrast limits from the file (else a
-    low-resolution percentile), scale in micrometres. With more than
-    :data:`VISIBLE_CHANNELS` channels only the first ones are visible."""
+    """Layers for the first :data:`VISIBLE_CHANNELS` channels of a multichannel slide
+    (`channel_layer`); the Channels dock adds the others."""
+    return [channel_layer(slide, channel.index) for channel in slide.channels[:VISIBLE_CHANNELS]]
+
+
+def channel_layer(slide: Slide, index: int) -> LayerData:
+    """One channel as a layer: named after the channel, additive blending, the channel's
+    colour as colormap, contrast limits from the file (else a low-resolution
+    percentile), scale in micrometres."""
     from napari.utils import Colormap
 
-    out: list[LayerData] = []
-    many = len(slide.channels) > VISIBLE_CHANNELS
-    for channel in slide.channels:
-        _, kwargs, kind = slide_layer_data(slide, name=channel.name)
-        r, g, b = channel.rgb
-        kwargs.update(
-            rgb=False,
-            blending="additive",
-            colormap=Colormap(
-                [[0.0, 0.0, 0.0, 1.0], [r, g, b, 1.0]], name=f"{channel.name} #{channel.color}"
-            ),
-            contrast_limits=slide.contrast_limits(channel.index),
-            visible=not many or channel.index < VISIBLE_CHANNELS,
-        )
-        kwargs["metadata"] = {
-            **kwargs["metadata"],
-            "channel": channel.name,
-            "channel_index": channel.index,
-            "channel_info": channel.as_dict(),
-        }
-        out.append((slide.channel_arrays(channel.index), kwargs, kind))
-    return out
+    channel = slide.channels[index]
+    _, kwargs, kind = slide_layer_data(slide, name=channel.name)
+    r, g, b = channel.rgb
+    kwargs.update(
+        rgb=False,
+        blending="additive",
+        colormap=Colormap(
+            [[0.0, 0.0, 0.0, 1.0], [r, g, b, 1.0]], name=f"{channel.name} #{channel.color}"
+        ),
+        contrast_limits=slide.contrast_limits(channel.index),
+    )
+    kwargs["metadata"] = {
+        **kwargs["metadata"],
+        "channel": channel.name,
+        "channel_index": channel.index,
+        "channel_info": channel.as_dict(),
+    }
+    return (slide.channel_arrays(channel.index), kwargs, kind)
 
 
 def _close_with_layer(slide: Slide) -> None:
@@ -134,4 +135,10 @@ def _close_with_layer(slide: Slide) -> None:
     viewer.layers.events.removed.connect(on_removed)
 
 
-__all__ = ["channel_layer_data", "napari_get_reader", "read_slide", "slide_layer_data"]
+__all__ = [
+    "channel_layer",
+    "channel_layer_data",
+    "napari_get_reader",
+    "read_slide",
+    "slide_layer_data",
+]
