@@ -123,7 +123,8 @@ def test_heldout_evaluation_scores_model_and_baselines(heldout_config):
 
 
 def test_few_shot_experiment_runs_end_to_end(tmp_path):
-    from napari_mupd.eval.experiments.fewshot import few_shot_experiment, logistic_regression
+    from napari_mupd.eval.adherence import logistic_regression
+    from napari_mupd.eval.experiments.fewshot import few_shot_experiment
 
     x = np.concatenate([np.random.default_rng(0).normal(m, 1, (20, 3)) for m in (0, 5)])
     y = np.repeat([0, 1], 20)

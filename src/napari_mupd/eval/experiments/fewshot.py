@@ -15,40 +15,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from napari_mupd.errors import EvalError
+from napari_mupd.eval.adherence import logistic_regression
 from napari_mupd.eval.experiments.heldout import split_datasets
 from napari_mupd.eval.features import histology_features
 from napari_mupd.imaging.pixels import to_uint8
 from napari_mupd.train.config import TrainConfig
-
-
-def logistic_regression(
-    x: np.ndarray, y: np.ndarray, classes: int, *, steps: int = 500, weight_decay: float = 1e-3
-) -> Callable[[np.ndarray], np.ndarray]:
-    """A multinomial logistic regression (L-BFGS) on standardised features; returns predict."""
-    mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
-    xt = torch.as_tensor((x - mean) / std, dtype=torch.float64)
-    yt = torch.as_tensor(y, dtype=torch.long)
-    linear = torch.nn.Linear(x.shape[1], classes, dtype=torch.float64)
-    optimiser = torch.optim.LBFGS(linear.parameters(), max_iter=steps)
-
-    def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        loss = torch.nn.functional.cross_entropy(linear(xt), yt)
-        loss = loss + weight_decay * linear.weight.square().sum()
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
-
-    def predict(z: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            scores = linear(torch.as_tensor((z - mean) / std, dtype=torch.float64))
-        return scores.argmax(dim=1).numpy()
-
-    return predict
 
 
 def few_shot_experiment(
