@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 Report = Callable[[int, int], None]
 Cancel = Callable[[], bool]
+#: No result yet (a job may return None).
+_NOTHING = object()
 #: Jobs estimated to take longer than this (seconds) ask before going on.
 ASK_AFTER_S = 30.0
 #: Progress reports closer together than this (seconds) are not drawn (but the first,
@@ -108,6 +110,8 @@ class TaskRunner(QObject):
         self._counted: float | None = None  # when the job reported (0, total)
         self._asked = False
         self._ended = False
+        self._done: Callable[[Any], None] = lambda result: None
+        self._result: Any = _NOTHING
         self.rates: dict[str, float] = {}  # seconds per unit of work, by key, last run
         #: ``ask(question) -> bool``: the confirmation dialog (replaceable in tests).
         self.ask: Callable[[str], bool] = _ask
@@ -143,17 +147,19 @@ class TaskRunner(QObject):
         self._bar = progress(total=0, desc=description)
         self._started = time.monotonic()
         self._counted, self._asked, self._ended = None, False, False
+        self._done, self._result = done, _NOTHING
         leave_a_core()
+
+        def keep(report: Report, cancel: Cancel) -> Any:
+            self._result = job(report, cancel)  # handed to ``done`` when the worker ends
+            return self._result
+
         worker = create_worker(
-            job,
+            keep,
             self._throttled(),
             self._poll,
             _start_thread=False,
-            _connect={
-                "returned": lambda result: self._returned(done, result),
-                "errored": self._failed,
-                "finished": self._finished,
-            },
+            _connect={"errored": self._failed, "finished": self._finished},
         )
         self.worker = worker
         self.run_button.enabled = False
@@ -248,17 +254,21 @@ class TaskRunner(QObject):
                 self._event.set()
             self._go.set()
 
-    def _returned(self, done: Callable[[Any], None], result: Any) -> None:
-        """The job's result: reports still queued behind it no longer draw (they would
-        write over what ``done`` says)."""
-        self._ended = True
-        done(result)
-
     def _failed(self, exc: BaseException) -> None:
         self._ended = True
         self.fail(exc, self._description)
 
     def _finished(self) -> None:
+        """The worker's last signal: ``done(result)`` runs here when the job returned, so
+        that it always follows the job's progress reports (Qt may deliver the worker's
+        ``returned`` after its ``finished``), and nothing drawn later writes over it."""
+        self._ended = True
+        result, self._result = self._result, _NOTHING
+        if result is not _NOTHING:
+            try:
+                self._done(result)
+            except Exception as exc:  # a bug in a dock: shown, and the dock stays usable
+                self.fail(exc, self._description)
         if self._bar is not None:
             self._bar.close()
             self._bar = None
