@@ -50,7 +50,7 @@ _WARMING: list[threading.Thread] = []
 
 def warm_up_model_libraries() -> None:
     """Import the model's libraries (diffusers and what it pulls in: ~3 s on 2 cores) and
-    build the bundled checkpoint (cached by `model.loading`) in a background thread as
+    build and hash the bundled checkpoint (cached by `model.loading`) in a background thread as
     soon as a dock opens, once per session, so that no job pays for them later: imports
     and building torch modules hold the interpreter in stretches of 0.2-0.3 s that would
     stall the event loop in the middle of a job."""
@@ -63,7 +63,7 @@ def warm_up_model_libraries() -> None:
         from napari_mupd.model.loading import load_pipeline
 
         with contextlib.suppress(MuPDError):  # a job will say what is wrong
-            load_pipeline(None, "auto")
+            load_pipeline(None, "auto").model_hash  # noqa: B018  (hashed once, then cached)
 
     thread = threading.Thread(target=warm, name="mupd-warm-up", daemon=True)
     _WARMING.append(thread)
