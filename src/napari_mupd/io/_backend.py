@@ -68,3 +68,14 @@ class ChannelBackend(Backend, Protocol):
 def level_downsample(base: tuple[int, int], shape: tuple[int, int]) -> float:
     """OpenSlide's downsample of a level: the mean of the height and width ratios."""
     return (base[0] / shape[0] + base[1] / shape[1]) / 2
+
+
+def covering_tiles(tile: tuple[int, int], y: int, x: int, h: int, w: int) -> list[tuple[int, int]]:
+    """(row, column) of the ``tile`` (th, tw) grid cells that a box [y:y+h, x:x+w] touches,
+    row by row."""
+    th, tw = tile
+    return [
+        (r, c)
+        for r in range(y // th, (y + h - 1) // th + 1)
+        for c in range(x // tw, (x + w - 1) // tw + 1)
+    ]

@@ -18,7 +18,7 @@ import numpy as np
 
 from napari_mupd.errors import MissingDependencyError, SlideError
 from napari_mupd.imaging.pixels import to_rgb_uint8
-from napari_mupd.io._backend import BackendInfo, Level, level_downsample
+from napari_mupd.io._backend import BackendInfo, Level, covering_tiles, level_downsample
 from napari_mupd.io._cache import TileCache
 
 _DICM_OFFSET = 128
@@ -143,11 +143,7 @@ class DicomBackend:
     def read(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
         """Level pixels [y:y+h, x:x+w] as (h, w, 3) uint8, from cached frames."""
         th, tw = self.info.levels[level].tile
-        wanted = [
-            (r, c)
-            for r in range(y // th, (y + h - 1) // th + 1)
-            for c in range(x // tw, (x + w - 1) // tw + 1)
-        ]
+        wanted = covering_tiles((th, tw), y, x, h, w)
         tiles = {rc: self._cache.get((level, *rc)) for rc in wanted}
         missing = [rc for rc, tile in tiles.items() if tile is None]
 

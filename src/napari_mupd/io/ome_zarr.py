@@ -24,9 +24,9 @@ import numpy as np
 from napari_mupd.errors import SlideError
 from napari_mupd.imaging.pixels import to_rgb_uint8, to_uint8
 from napari_mupd.imaging.resize import area_downsample
-from napari_mupd.io._backend import BackendInfo, Level, level_downsample
+from napari_mupd.io._backend import BackendInfo, Level, covering_tiles, level_downsample
 from napari_mupd.io._cache import TileCache
-from napari_mupd.io.channels import Channel, is_multichannel, make_channels
+from napari_mupd.io.channels import MARKER_COLOURS, Channel, is_multichannel, make_channels
 
 _UM_PER = {"nanometer": 1e-3, "micrometer": 1.0, "millimeter": 1e3, "centimeter": 1e4, "meter": 1e6}
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zattrs", ".zarray")
@@ -87,11 +87,7 @@ class OmeZarrBackend:
         """Level pixels [y:y+h, x:x+w] as (h, w, 3) uint8, from cached chunks."""
         th, tw = self.info.levels[level].tile
         lh, lw = self.info.levels[level].shape
-        wanted = [
-            (r, c)
-            for r in range(y // th, (y + h - 1) // th + 1)
-            for c in range(x // tw, (x + w - 1) // tw + 1)
-        ]
+        wanted = covering_tiles((th, tw), y, x, h, w)
         tiles = {rc: self._cache.get((level, *rc)) for rc in wanted}
         missing = [rc for rc, tile in tiles.items() if tile is None]
         direct = self._direct[level]
@@ -147,8 +143,7 @@ class OmeZarrBackend:
         wanted = [
             (g, r, c)
             for g in sorted({ch // block for ch in channels})
-            for r in range(y // th, (y + h - 1) // th + 1)
-            for c in range(x // tw, (x + w - 1) // tw + 1)
+            for r, c in covering_tiles((th, tw), y, x, h, w)
         ]
         tiles = {key: self._cache.get(("channels", level, *key)) for key in wanted}
         missing = [key for key, tile in tiles.items() if tile is None]
@@ -414,17 +409,7 @@ def read_ome_zarr(path: str | os.PathLike) -> OmeZarrImage:
     return OmeZarrImage(levels, channels, _mpp(ms, axes), dict(attrs.get("napari_mupd", {})))
 
 
-#: Display colours (RGB hex) of common markers; others cycle through COLOURS.
-MARKER_COLOURS = {
-    "dapi": "0000FF",
-    "hoechst": "0000FF",
-    "panck": "FFFFFF",
-    "cd3": "FF0000",
-    "cd8": "00FF00",
-    "cd4": "FF00FF",
-    "cd20": "FFFF00",
-    "cd68": "00FFFF",
-}
+#: Display colours (RGB hex) of markers without one in `io.channels.MARKER_COLOURS`.
 COLOURS = ("FF0000", "00FF00", "00FFFF", "FF00FF", "FFFF00", "FF8000", "8000FF")
 
 

@@ -17,7 +17,7 @@ from dask.base import tokenize
 
 from napari_mupd.errors import MissingDependencyError, RegionError, SlideError
 from napari_mupd.imaging.resize import area_downsample, downscale
-from napari_mupd.io._backend import Backend, Level
+from napari_mupd.io._backend import Backend, Level, covering_tiles
 from napari_mupd.io._cache import TileCache
 from napari_mupd.io._level_array import LevelArray
 from napari_mupd.io.channels import Channel, match_channel
@@ -397,66 +397,47 @@ class Slide:
             out = np.empty((h, w, 3), np.uint8)
         else:
             out = np.empty((h, w), self.channels[channel].dtype)
-        for r in range(y // th, (y + h - 1) // th + 1):
-            for c in range(x // tw, (x + w - 1) // tw + 1):
-                ty0, tx0 = r * th, c * tw
-                tile = self._derived_cache.get((level, channel, r, c))
-                if tile is None:
-                    box = (level, ty0, tx0, min(th, lh - ty0), min(tw, lw - tx0))
-                    if channel is None:
-                        tile = self._compute_derived(*box)
-                    else:
-                        tile = self._compute_derived_plane(*box, channel)
-                    self._derived_cache.put((level, channel, r, c), tile)
-                sy0, sx0 = max(y, ty0), max(x, tx0)
-                sy1, sx1 = min(y + h, ty0 + th), min(x + w, tx0 + tw)
-                out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[
-                    sy0 - ty0 : sy1 - ty0, sx0 - tx0 : sx1 - tx0
-                ]
+        for r, c in covering_tiles((th, tw), y, x, h, w):
+            ty0, tx0 = r * th, c * tw
+            tile = self._derived_cache.get((level, channel, r, c))
+            if tile is None:
+                box = (level, ty0, tx0, min(th, lh - ty0), min(tw, lw - tx0))
+                tile = self._compute_derived(*box, channel)
+                self._derived_cache.put((level, channel, r, c), tile)
+            sy0, sx0 = max(y, ty0), max(x, tx0)
+            sy1, sx1 = min(y + h, ty0 + th), min(x + w, tx0 + tw)
+            out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[
+                sy0 - ty0 : sy1 - ty0, sx0 - tx0 : sx1 - tx0
+            ]
         return out
 
-    def _compute_derived(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
-        """Area-average a box of a derived level from the coarsest native level, by blocks."""
-        source = self._native_count - 1
-        factor = round(self._level_info[level].downsample / self._level_info[source].downsample)
-        sh, sw = self._level_info[source].shape
-        out = np.empty((h, w, 3), np.uint8)
-        step = max(1, _BLOCK_PIXELS // factor)
-        for by in range(0, h, step):
-            for bx in range(0, w, step):
-                bh, bw = min(step, h - by), min(step, w - bx)
-                sy, sx = (y + by) * factor, (x + bx) * factor
-                sy1, sx1 = min(sy + bh * factor, sh), min(sx + bw * factor, sw)
-                block = self._read_level(source, sy, sx, sy1 - sy, sx1 - sx)
-                pad = ((0, bh * factor - block.shape[0]), (0, bw * factor - block.shape[1]), (0, 0))
-                if any(p[1] for p in pad):
-                    block = np.pad(block, pad, mode="edge")
-                out[by : by + bh, bx : bx + bw] = area_downsample(block, factor)
-        return out
-
-    def _compute_derived_plane(
-        self, level: int, y: int, x: int, h: int, w: int, channel: int
+    def _compute_derived(
+        self, level: int, y: int, x: int, h: int, w: int, channel: int | None = None
     ) -> np.ndarray:
-        """Area-average a box of one channel of a derived level, in its pixel type."""
+        """Area-average a box of a derived level from the coarsest native level, by blocks:
+        RGB uint8, or one ``channel`` of a multichannel slide in its pixel type."""
         source = self._native_count - 1
         factor = round(self._level_info[level].downsample / self._level_info[source].downsample)
         sh, sw = self._level_info[source].shape
-        dtype = self.channels[channel].dtype
-        out = np.empty((h, w), dtype)
+        if channel is None:
+            out = np.empty((h, w, 3), np.uint8)
+        else:
+            out = np.empty((h, w), self.channels[channel].dtype)
         step = max(1, _BLOCK_PIXELS // factor)
         for by in range(0, h, step):
             for bx in range(0, w, step):
                 bh, bw = min(step, h - by), min(step, w - bx)
                 sy, sx = (y + by) * factor, (x + bx) * factor
                 sy1, sx1 = min(sy + bh * factor, sh), min(sx + bw * factor, sw)
-                block = self._read_channels(source, sy, sx, sy1 - sy, sx1 - sx, (channel,))[0]
-                pad = ((0, bh * factor - block.shape[0]), (0, bw * factor - block.shape[1]))
+                if channel is None:
+                    block = self._read_level(source, sy, sx, sy1 - sy, sx1 - sx)
+                else:
+                    block = self._read_channels(source, sy, sx, sy1 - sy, sx1 - sx, (channel,))[0]
+                pad = [(0, bh * factor - block.shape[0]), (0, bw * factor - block.shape[1])]
+                pad += [(0, 0)] * (block.ndim - 2)
                 if any(p[1] for p in pad):
                     block = np.pad(block, pad, mode="edge")
-                mean = block.reshape(bh, factor, bw, factor).mean(axis=(1, 3))
-                if dtype.kind in "iub":
-                    mean = np.rint(mean)
-                out[by : by + bh, bx : bx + bw] = mean.astype(dtype)
+                out[by : by + bh, bx : bx + bw] = _block_mean(block, factor, out.dtype)
         return out
 
     def _dask_level(self, array: LevelArray) -> da.Array:
@@ -634,3 +615,15 @@ def _open_tiff(path: Path, series: int | None, *, fall_back: bool) -> Backend:
         if fall_back and openslide_can_read(path):
             return OpenSlideBackend(path)
         raise SlideError(f"a corrupt or truncated TIFF ({type(exc).__name__}: {exc})") from exc
+
+
+def _block_mean(block: np.ndarray, factor: int, dtype: np.dtype) -> np.ndarray:
+    """Mean of each ``factor`` x ``factor`` block: RGB uint8 through `area_downsample`,
+    a channel plane in its own pixel type (integers rounded)."""
+    if block.ndim == 3:
+        return area_downsample(block, factor)
+    bh, bw = block.shape[0] // factor, block.shape[1] // factor
+    mean = block.reshape(bh, factor, bw, factor).mean(axis=(1, 3))
+    if dtype.kind in "iub":
+        mean = np.rint(mean)
+    return mean.astype(dtype)
