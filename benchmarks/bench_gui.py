@@ -9,8 +9,10 @@ cost of opening the first dock: the model's libraries imported in a background t
 A 5 ms ``QTimer`` ticks while each job runs; a gap between ticks is time the event loop
 could not answer the user (panning, a click on Cancel). The table gives, per job: its
 wall time, the ticks counted, the longest gap and the 99th percentile. Goal: no gap over
-100 ms while a job runs. The peer in the same run is the bare event loop (the viewer
-open, nothing running), which shows what Xvfb and the machine cost by themselves.
+100 ms while a job runs. The peers in the same run are the bare event loop (the viewer
+open, nothing running), which shows what Xvfb and the machine cost by themselves, and
+napari adding one RGB layer of the size Generate adds with nothing else running, the floor
+of any dock that adds a layer.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def main() -> None:
     with meter:  # the peer: the same loop with nothing to do
         run_until(lambda: len(meter.ticks) > 400)
     rows.append(meter.row("idle viewer (peer)", (meter.ticks[-1] - meter.ticks[0])))
+    rows.append(measure_add_layer(meter, viewer))
 
     stain = dock(viewer, "Virtual stain")
     with meter:  # then the model's libraries are imported in a background thread
@@ -152,6 +155,20 @@ def main() -> None:
     for row in rows:
         cells = [row[c] if isinstance(row[c], str | int) else f"{row[c]:.1f}" for c in columns]
         print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
+def measure_add_layer(meter: GapMeter, viewer: napari.Viewer) -> dict[str, Any]:
+    """The second peer: napari adding one RGB layer of the size Generate adds (a grid of
+    8 tiles of 128 px) with nothing else running, the floor of any dock that adds a layer
+    (napari builds the layer's controls and visual on the GUI thread)."""
+    tiles = np.random.default_rng(0).integers(0, 256, (256, 512, 3), dtype=np.uint8)
+    with meter:
+        begun = time.perf_counter()
+        run_until(lambda: time.perf_counter() - begun > 0.2)
+        layer = viewer.add_image(tiles, rgb=True, name="peer", translate=(0, 3000))
+        run_until(lambda: time.perf_counter() - begun > 0.7)
+    viewer.layers.remove(layer)
+    return meter.row("napari adds one 256 x 512 RGB layer (peer)", time.perf_counter() - begun)
 
 
 def measure_compare(meter: GapMeter, compare: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from napari_mupd.imaging.stains import compose_stains as compose_np
 from napari_mupd.imaging.stains import stain_densities as densities_np
 from napari_mupd.model.stain_renderer import (
     StainRenderer,
+    anchor_to_source,
     compose_stains,
     pooled_stains,
     stain_densities,
@@ -62,6 +63,25 @@ def test_renderer_draws_only_haematoxylin_and_dab_at_any_scale(he):
         assert stain_densities(rgb)[:, 1].abs().max() < 1e-4  # no eosin in the picture
     glass = renderer(torch.zeros(1, 4, 8, 8), torch.zeros(1, 1, 64, 64))
     assert glass.max() <= 0.1 * np.log(2) * 2  # only the small additive terms
+
+
+def test_anchor_takes_each_blocks_nuclear_density_from_the_source(he):
+    """Amounts follow the source block by block, whatever the latent says; the latent
+    keeps each block's DAB share, and a finer structure map pools to the same blocks."""
+    s = stain_densities(to_tensor(he))[:, 0:1]
+    z = torch.rand(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    anchored = anchor_to_source(z, s, gain=1.5)
+    block = torch.nn.functional.avg_pool2d(s, 8)
+    torch.testing.assert_close(anchored[:, 0:1] + anchored[:, 1:2], 1.5 * block)
+    torch.testing.assert_close(
+        anchored[:, 1:2] / (anchored[:, 0:1] + anchored[:, 1:2]),
+        z[:, 1:2] / (z[:, 0:1] + z[:, 1:2]),
+    )
+    torch.testing.assert_close(anchored[:, 3:], z[:, 3:])  # eosin kept
+    fine = torch.nn.functional.interpolate(s, scale_factor=2, mode="nearest")
+    torch.testing.assert_close(anchor_to_source(z, fine, gain=1.5), anchored)
+    empty = anchor_to_source(torch.zeros(1, 4, 8, 8), s, gain=1.5)
+    assert torch.isfinite(empty).all() and torch.all(empty[:, 1:3] == 0)  # no DAB invented
 
 
 def test_pipeline_renders_ihc_on_a_finer_source(pipe, make_tile):

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from helpers import BRAIN, DATA, brain_spots, serial_sections
@@ -19,6 +20,11 @@ from napari_mupd.train.trainer import Trainer
 
 
 def config(tmp_path, steps: int = 4, **overrides) -> TrainConfig:
+    return TrainConfig.from_dict(raw_config(tmp_path, steps, **overrides), base_dir=tmp_path)
+
+
+def raw_config(tmp_path, steps: int = 4, **overrides) -> dict:
+    """The tiny training config on real data, as the dict a YAML file would hold."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     genes = list(anndata.read_h5ad(BRAIN / "test_data.h5ad").var_names[:8])
     tiles = DATA / "tiles" / "labeled" / "TCGA-3X-AAVA-01Z-00-DX1"
@@ -63,7 +69,7 @@ def config(tmp_path, steps: int = 4, **overrides) -> TrainConfig:
         ],
     }
     raw.update(overrides)
-    return TrainConfig.from_dict(raw, base_dir=tmp_path)
+    return raw
 
 
 def test_training_lowers_the_loss_on_a_fixed_batch(tmp_path):
@@ -130,6 +136,31 @@ def test_train_vae_writes_a_loadable_vae(tmp_path):
     pipe = build_pipeline(cfg)
     assert pipe.vae.config.scaling_factor == pytest.approx(scaling)
     assert pipe.config.vae["scaling_factor"] == pytest.approx(scaling)
+
+
+def test_train_vae_decoder_only_keeps_the_latents(tmp_path, capsys):
+    """``mupd train-vae --init --decoder-only`` trains the decoder alone: the encoder, hence
+    every latent a transformer was trained on, and the scaling factor stay as they were."""
+    from napari_mupd.cli import main
+    from napari_mupd.train.vae import train_vae
+
+    first = train_vae(config(tmp_path / "a", vae_training={"steps": 2, "batch_size": 2}))
+    path = tmp_path / "b" / "config.yaml"
+    raw = raw_config(tmp_path / "b", vae_training={"batch_size": 2})
+    path.write_text(yaml.safe_dump(raw))
+    second = tmp_path / "decoder"
+    args = ["--init", str(first), "--decoder-only", "--steps", "3", "--out", str(second)]
+    assert main(["train-vae", str(path), *args]) == 0
+    assert str(second) in capsys.readouterr().out
+    before = load_file(first / "vae.safetensors")
+    after = load_file(second / "vae.safetensors")
+    for name, weight in before.items():
+        same = torch.equal(weight, after[name])
+        assert same == (not name.startswith(("decoder.", "post_quant_conv."))), name
+    config_of = [json.loads((f / "config.json").read_text()) for f in (first, second)]
+    assert config_of[0]["scaling_factor"] == config_of[1]["scaling_factor"]
+    with pytest.raises(ConfigError, match="needs init"):
+        train_vae(config(tmp_path / "c", vae_training={"steps": 1, "decoder_only": True}))
 
 
 def test_train_renderer_learns_to_draw_real_ihc_back(tmp_path):

@@ -24,7 +24,15 @@ def cmd_train_vae(args: argparse.Namespace) -> int:
     from napari_mupd.train.config import TrainConfig
     from napari_mupd.train.vae import train_vae
 
-    out = train_vae(TrainConfig.from_yaml(args.config))
+    config = TrainConfig.from_yaml(args.config)
+    from pathlib import Path
+
+    init = str(Path(args.init).resolve()) if args.init else None  # from where mupd runs
+    overrides = {"init": init, "steps": args.steps}
+    config.vae_training.update({k: v for k, v in overrides.items() if v is not None})
+    if args.decoder_only:
+        config.vae_training["decoder_only"] = True
+    out = train_vae(config, out=args.out)
     print(f"wrote {out}")
     return 0
 
@@ -49,6 +57,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     vae = sub.add_parser("train-vae", help="train the RGB VAE on the config's tiles")
     vae.add_argument("config", help="training YAML (its vae_training section)")
+    vae.add_argument("--init", help="VAE folder to start from (overrides vae_training.init)")
+    vae.add_argument(
+        "--decoder-only",
+        action="store_true",
+        help="with --init: train the decoder alone (latents, and a transformer trained on "
+        "them, stay valid)",
+    )
+    vae.add_argument("--steps", type=int, help="training steps (overrides vae_training.steps)")
+    vae.add_argument("--out", help="output folder (default: OUT_DIR/vae of the config)")
     vae.set_defaults(func=cmd_train_vae)
 
     renderer = sub.add_parser(

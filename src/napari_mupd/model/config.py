@@ -238,6 +238,15 @@ class MuPDConfig:
         return self.resolution // 8
 
     @property
+    def source_gain(self) -> float:
+        """Nuclear density of the training IHC (haematoxylin + DAB) per unit of the training
+        H&E's haematoxylin, from `stain_stats`; 1 where they are not measured."""
+        latent, source = self.stain_stats["latent_mean"], self.stain_stats["source_mean"]
+        if source[0] <= 0 or latent[0] + latent[1] <= 0:
+            return 1.0
+        return (latent[0] + latent[1]) / source[0]
+
+    @property
     def mif_markers(self) -> list[str]:
         """All mIF markers, each owning one latent channel group (first spelling wins)."""
         out: dict[str, str] = {}

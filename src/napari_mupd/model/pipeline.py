@@ -50,6 +50,7 @@ from napari_mupd.model.schedulers import (
 )
 from napari_mupd.model.stain_renderer import (
     StainRenderer,
+    anchor_to_source,
     compose_stains,
     nuclear_readout,
     pooled_stains,
@@ -485,7 +486,8 @@ class MuPDPipeline:
         noise: Tensor | None = None,
     ) -> Tensor:
         """Normalised stain latents (N, 4, h, w) -> IHC RGB (N, 3, H, W) drawn on
-        ``structure``, nucleus by nucleus when ``noise`` is given (see `decode_latents`)."""
+        ``structure``, its nuclear density the source's (`anchor_to_source`), nucleus by
+        nucleus when ``noise`` is given (see `decode_latents`)."""
         assert self.stain_renderer is not None
         z = self._denormalise_latent(latents.float()).clamp(min=0)
         if structure is None:
@@ -493,6 +495,7 @@ class MuPDPipeline:
             s = nn.functional.interpolate(smooth, scale_factor=8, mode="bilinear")
         else:
             s = source_structure(structure.to(z.device))
+            z = anchor_to_source(z, s, self.config.source_gain)
         densities = self.stain_renderer(z, s)
         if noise is not None and structure is not None:
             factor = s.shape[-2] // z.shape[-2]

@@ -17,6 +17,12 @@ source H&E's haematoxylin density, at any resolution: the network sees a few pix
 around each pixel and the latent upsampled to them, so the same weights render at the
 model's pixel size or several times finer.
 
+Between blocks the amounts follow the source too (:func:`anchor_to_source`): a block's
+nuclear density (haematoxylin + DAB) is the source's haematoxylin there, times a gain
+measured on the training data, and the latent decides only the share of it that is DAB.
+So the counterstain is the source's own, block to block and pixel to pixel, and the model
+says which cells are positive, which is all it can know.
+
 Known limit: DAB is drawn on the structure the source shows, its nuclei and what lies
 close to them. For membrane and cytoplasm markers (CD31, pan-cytokeratin) the brown sits
 on and around the positive cells rather than exactly on their membranes.
@@ -78,6 +84,24 @@ def structure_map(densities: Tensor) -> Tensor:
 def source_structure(rgb: Tensor) -> Tensor:
     """(B, 1, H, W) structure map of a source H&E: its haematoxylin density."""
     return stain_densities(rgb)[:, 0:1]
+
+
+def anchor_to_source(latent: Tensor, structure: Tensor, gain: float) -> Tensor:
+    """The stain latent (B, 4, h, w, un-normalised) with each block's nuclear density
+    (haematoxylin + DAB) taken from the source: ``gain`` times the block's mean of
+    ``structure`` (B, 1, H, W), the source's haematoxylin. The latent keeps what the source
+    cannot say, each block's share of DAB (which cells are positive); the amounts follow
+    the source's own cells, block to block as the renderer makes them follow within a
+    block. The root mean square DAB scales with the mean DAB; eosin is kept.
+    """
+    factor = structure.shape[-2] // latent.shape[-2]
+    source = gain * F.avg_pool2d(structure.clamp(min=0), factor)
+    total = latent[:, 0:1] + latent[:, 1:2]
+    share = latent[:, 1:2] / total.clamp(min=1e-6)
+    scale = torch.where(total > 1e-6, source / total.clamp(min=1e-6), torch.zeros_like(total))
+    return torch.cat(
+        [(1 - share) * source, share * source, latent[:, 2:3] * scale, latent[:, 3:]], 1
+    )
 
 
 class StainRenderer(nn.Module):

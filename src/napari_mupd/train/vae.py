@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,12 +18,20 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from napari_mupd.errors import ConfigError
 from napari_mupd.model.vae import build_vae, fit_scaling_factor
 from napari_mupd.train.augment import dihedral
 from napari_mupd.train.config import TrainConfig, model_config
 from napari_mupd.train.datasets import Sample, build_dataset
 
-VAE_DEFAULTS = {"steps": 2000, "batch_size": 8, "lr": 1e-3, "kl_weight": 1e-6, "init": None}
+VAE_DEFAULTS = {
+    "steps": 2000,
+    "batch_size": 8,
+    "lr": 1e-3,
+    "kl_weight": 1e-6,
+    "init": None,
+    "decoder_only": False,
+}
 
 
 def rgb_tiles(config: TrainConfig, size: int) -> list[Sequence[Sample]]:
@@ -31,11 +40,18 @@ def rgb_tiles(config: TrainConfig, size: int) -> list[Sequence[Sample]]:
     return [build_dataset(d, size, config.path) for task in config.tasks for d in task.data]
 
 
-def train_vae(config: TrainConfig, *, log: Callable[[int, float], None] | None = None) -> Path:
-    """Train the config's RGB VAE on all its tiles; writes ``out_dir/vae``.
+def train_vae(
+    config: TrainConfig,
+    *,
+    out: str | os.PathLike | None = None,
+    log: Callable[[int, float], None] | None = None,
+) -> Path:
+    """Train the config's RGB VAE on all its tiles; writes ``out`` (default ``out_dir/vae``).
 
-    ``vae_training`` sets ``steps``, ``batch_size``, ``lr``, ``kl_weight`` and ``init``
-    (a VAE folder to fine-tune instead of starting from random weights).
+    ``vae_training`` sets ``steps``, ``batch_size``, ``lr``, ``kl_weight``, ``init`` (a VAE
+    folder to fine-tune instead of starting from random weights) and ``decoder_only``
+    (with ``init``: train the decoder alone, so the latents, and a transformer trained on
+    them, stay valid; the scaling factor is kept).
     """
     from tqdm.auto import tqdm
 
@@ -43,11 +59,19 @@ def train_vae(config: TrainConfig, *, log: Callable[[int, float], None] | None =
     mupd = model_config(config)
     torch.manual_seed(config.seed)
     vae = build_vae(mupd.vae)
+    scaling: float | None = None  # decoder_only keeps the init's
     if settings["init"]:  # fine-tune a VAE folder written by an earlier train-vae
-        vae.load_state_dict(load_file(config.path(settings["init"]) / "vae.safetensors"))
+        init = config.path(settings["init"])
+        vae.load_state_dict(load_file(init / "vae.safetensors"))
+        scaling = json.loads((init / "config.json").read_text())["scaling_factor"]
+    elif settings["decoder_only"]:
+        raise ConfigError("vae_training: decoder_only needs init (the VAE whose decoder to train)")
+    trained = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    if not settings["decoder_only"]:
+        trained = list(vae.parameters())
     datasets = rgb_tiles(config, mupd.resolution)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings["lr"])
-    out = config.path(config.out_dir) / "vae"
+    optimizer = torch.optim.AdamW(trained, lr=settings["lr"])
+    out = Path(out) if out is not None else config.path(config.out_dir) / "vae"
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with (out / "log.csv").open("w", newline="") as fh:
@@ -56,7 +80,8 @@ def train_vae(config: TrainConfig, *, log: Callable[[int, float], None] | None =
         for step in tqdm(range(settings["steps"]), desc="train-vae", unit="step", disable=None):
             rng = np.random.default_rng([config.seed, step])
             x = _batch(datasets, settings["batch_size"], rng) * 2 - 1
-            posterior = vae.encode(x).latent_dist
+            with torch.set_grad_enabled(not settings["decoder_only"]):
+                posterior = vae.encode(x).latent_dist
             z = posterior.sample(generator=torch.Generator().manual_seed(step))
             recon = vae.decode(z).sample
             l1 = (recon - x).abs().mean()
@@ -78,8 +103,10 @@ def train_vae(config: TrainConfig, *, log: Callable[[int, float], None] | None =
                 if log is not None:
                     log(step, l1.item())
     vae.eval()
-    sample = _batch(datasets, 64, np.random.default_rng([config.seed, settings["steps"]]))
-    vae.register_to_config(scaling_factor=fit_scaling_factor(vae, sample))
+    if scaling is None or not settings["decoder_only"]:
+        sample = _batch(datasets, 64, np.random.default_rng([config.seed, settings["steps"]]))
+        scaling = fit_scaling_factor(vae, sample)
+    vae.register_to_config(scaling_factor=scaling)
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, out / "vae.safetensors")
     (out / "config.json").write_text(json.dumps(dict(vae.config), indent=2, default=list))
     return out
