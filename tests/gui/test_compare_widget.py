@@ -191,19 +191,25 @@ def test_side_by_side_second_canvas_follows_both_ways(sections):
     assert side.model.dims.current_step == (40, 60)
     side.model.dims.current_step = (30, 20)
     assert viewer.dims.current_step == (30, 20)
+    # the copy follows the virtual layer's look when the user changes it
+    fixed.contrast_limits = (10.0, 120.0)
+    fixed.gamma = 0.7
+    assert tuple(copy.contrast_limits) == (10.0, 120.0) and copy.gamma == pytest.approx(0.7)
     # a picker applies at once: the second canvas and the labels follow
     crop = _virtual_crop(viewer, fixed)
     widget.virtual.value = crop
     (copy,) = side.model.layers
     assert copy.name == crop.name and _text_overlay(side.model).text == f"virtual: {crop.name}"
     assert not crop.visible and moving.visible
+    fixed.gamma = 1.3  # the old virtual layer no longer drives the copy
+    assert copy.gamma != pytest.approx(1.3)
     widget.real.value = fixed
     assert fixed.visible and not moving.visible and real_text.text == f"real: {fixed.name}"
     assert main.zoom == second.zoom
     # back to the overlay: the second canvas goes, the layers look as before
     widget.mode.value = OVERLAY
     assert widget.side is None and CANVAS_DOCK not in viewer.window.dock_widgets
-    assert not side.links and not side.model.layers
+    assert not side.links and not side.layer_links and not side.model.layers
     assert not real_text.visible and not widget.opacity.native.isHidden()
     assert moving.visible and other.visible and fixed.visible and crop.visible
     assert crop.opacity == pytest.approx(0.5) and fixed.opacity == 1.0

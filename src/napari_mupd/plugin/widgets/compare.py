@@ -60,6 +60,8 @@ WHOLE_LAYER, FIELD_OF_VIEW = "whole virtual layer", "field of view"
 #: Longer side (pixels) of the common-scale overviews registered automatically.
 OVERVIEW_SIZE = 1024
 FLIP_KEY = "F"
+#: What the second canvas's copy takes over from the virtual layer when the user changes it.
+_LOOK = ("colormap", "contrast_limits", "gamma")
 #: Title of the dock that holds the second canvas in side by side mode.
 CANVAS_DOCK = "Compare stains: virtual"
 
@@ -516,6 +518,7 @@ class SideCanvas:
         )
         _place(self.dock, beside)
         self.links: list[tuple[Any, Callable[..., None]]] = []  # (emitter, callback)
+        self.layer_links: list[tuple[Any, Callable[..., None]]] = []  # the copy's look
         cameras = (_camera(viewer), _camera(self.model))
         for a, b in (cameras, cameras[::-1]):
             follow = partial(self._follow_camera, a, b)
@@ -533,13 +536,21 @@ class SideCanvas:
         )
 
     def show(self, real: Layer, virtual: Layer) -> None:
-        """Show a copy of ``virtual`` (its data shared, fully opaque) and label both."""
+        """Show a copy of ``virtual`` (its data shared, fully opaque) and label both; the
+        copy follows later changes of the virtual layer's look (colormap, contrast, gamma)."""
+        self._unlink_layer()
         if self.layer is not None and self.layer in self.model.layers:
             self.model.layers.remove(self.layer)
         data, state, kind = virtual.as_layer_data_tuple()
         state = {**state, "visible": True, "opacity": 1.0, "name": virtual.name}
         self.layer = Layer.create(data, state, kind)
         self.model.layers.append(self.layer)
+        for name in _LOOK:
+            emitter = getattr(virtual.events, name, None)
+            if emitter is not None:
+                follow = partial(self._follow_look, virtual, self.layer, name)
+                emitter.connect(follow)
+                self.layer_links.append((emitter, follow))
         for model, label in ((self.viewer, f"real: {real.name}"),
                              (self.model, f"virtual: {virtual.name}")):  # fmt: skip
             text = _text_overlay(model)
@@ -556,6 +567,7 @@ class SideCanvas:
         for emitter, callback in self.links:
             emitter.disconnect(callback)
         self.links = []
+        self._unlink_layer()
         if self._window_watch is not None:
             self._window_watch.stop()
         text = _text_overlay(self.viewer)
@@ -573,6 +585,15 @@ class SideCanvas:
         self.layer = None
         self.qt_viewer.close()
         self.panel.deleteLater()
+
+    def _unlink_layer(self) -> None:
+        for emitter, callback in self.layer_links:
+            emitter.disconnect(callback)
+        self.layer_links = []
+
+    @staticmethod
+    def _follow_look(source: Layer, copy: Layer, name: str, _event: object = None) -> None:
+        setattr(copy, name, getattr(source, name))
 
     def _link(self, emitter: Any, callback: Callable[..., None]) -> None:
         emitter.connect(callback)
