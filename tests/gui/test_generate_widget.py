@@ -44,8 +44,12 @@ def test_prompt_gives_the_pipelines_tiles_as_a_grid(setup, qtbot, tiny_model_dir
     (layer,) = widget.added
     assert layer.name == "synthetic H&E [tumour with lymphocytes, seed 7]"
     (y0, x0), (y1, x1) = (np.asarray(e)[-2:] for e in layer.extent.world)
-    centre = np.asarray(widget.viewer.scene.camera.center)[-2:]
-    np.testing.assert_allclose(centre, ((y0 + y1) / 2, (x0 + x1) / 2))  # the view moved there
+    middle = ((y0 + y1) / 2, (x0 + x1) / 2)
+
+    def centred() -> bool:  # the view moves there on the next turn of the event loop
+        return np.allclose(np.asarray(widget.viewer.scene.camera.center)[-2:], middle)
+
+    qtbot.waitUntil(centred, timeout=5_000)
     assert layer.metadata["seed"] == 7 and layer.metadata["conditions"] == ["text"]
     pipe = MuPDPipeline.from_pretrained(tiny_model_dir)
     expected = pipe(text="tumour with lymphocytes", num_images=3, generator=7).images

@@ -18,6 +18,7 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
+from qtpy.QtCore import QTimer
 
 from napari_mupd.engine.synthesis import mosaic, reference_tile, synthesize
 from napari_mupd.errors import ConditionError, MuPDError
@@ -258,7 +259,9 @@ class GenerateTissueWidget(Container):
         )
         if data.ndim == 4:  # the stack's slider says what it steps through
             self.viewer.dims.axis_labels = ("sample", *self.viewer.dims.axis_labels[-2:])
-        self._show(layer)
+        # the view moves on the next turn of the event loop: napari's layer insertion and
+        # the slide's re-slicing at the new zoom are two stalls, not one twice as long
+        QTimer.singleShot(0, lambda: self._show(layer))
         self.added = [layer]
         self.status.value = f"{len(images)} tile(s), seed {meta['seed']}"
         words = meta.get("text_words")
@@ -268,7 +271,9 @@ class GenerateTissueWidget(Container):
             self.status.value += f"; {found.note()}"
 
     def _show(self, layer: napari.layers.Image) -> None:
-        """Centre the view on the new tiles and zoom so that they fit."""
+        """Centre the view on the new tiles and zoom so that they fit (if still there)."""
+        if layer not in self.viewer.layers:
+            return
         (y0, x0), (y1, x1) = (np.asarray(e, float)[-2:] for e in layer.extent.world)
         camera = self.viewer.scene.camera
         camera.center = ((y0 + y1) / 2, (x0 + x1) / 2)
