@@ -123,6 +123,21 @@ def test_config_errors(tmp_path):
         )
 
 
+def test_the_reference_of_an_image_task_is_its_target_turned(tmp_path):
+    """Each reference is the sample's own tile under some rotation / flip (so the model
+    learns to follow it), not another tile of the dataset."""
+    trainer = Trainer(config(tmp_path))
+    (task,) = [t for t in trainer.tasks if t.config.kind == "image"]
+    batch = trainer._batch(task, np.random.default_rng(1))
+    c = trainer.pipe.config.latent_channels
+    assert batch.reference is not None and task.latents is not None
+    for target, reference in zip(batch.latents[:, :c], batch.reference, strict=True):
+        turns = [torch.rot90(target, k, dims=(-2, -1)) for k in range(4)]
+        turns += [t.flip(-1) for t in turns]
+        assert any(torch.allclose(t, reference) for t in turns)
+    assert not torch.allclose(batch.reference[0], batch.reference[1])
+
+
 def test_train_vae_writes_a_loadable_vae(tmp_path):
     from napari_mupd.train.trainer import build_pipeline
     from napari_mupd.train.vae import train_vae

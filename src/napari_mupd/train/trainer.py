@@ -45,11 +45,11 @@ class Task:
     datasets: list[Sequence[Sample]]
     latents: list[dict[str, torch.Tensor]] | None = None
 
-    def pick(self, n: int, rng: np.random.Generator) -> tuple[int, np.ndarray, np.ndarray]:
-        """A dataset (in proportion to size), ``n`` sample indices and ``n`` reference indices."""
+    def pick(self, n: int, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+        """A dataset (in proportion to size) and ``n`` sample indices."""
         sizes = np.array([len(d) for d in self.datasets], float)
         d = int(rng.choice(len(sizes), p=sizes / sizes.sum()))
-        return d, rng.integers(len(self.datasets[d]), size=n), rng.integers(sizes[d], size=n)
+        return d, rng.integers(len(self.datasets[d]), size=n)
 
 
 def _dihedral_latents(latents: torch.Tensor, moves: list[tuple[int, bool]]) -> torch.Tensor:
@@ -252,7 +252,7 @@ class Trainer:
         return self.config.lr * min(1.0, (step + 1) / warm) if warm else self.config.lr
 
     def _batch(self, task: Task, rng: np.random.Generator) -> TrainingBatch:
-        d, index, ref_index = task.pick(self.config.batch_size, rng)
+        d, index = task.pick(self.config.batch_size, rng)
         dataset = task.datasets[d]
         samples = [dataset[int(i)] for i in index]
         kind = task.config.kind
@@ -267,15 +267,17 @@ class Trainer:
             kwargs["latents"] = _dihedral_latents(cached["image"][index], moves)
             if kind == "stain":
                 kwargs["source_latents"] = _dihedral_latents(cached["source"][index], moves)
+            # the reference of an image task is the target itself, turned another way: the
+            # model learns to make tissue like the reference, not to copy its layout
             if kind == "image":
-                refs = [(int(rng.integers(4)), bool(rng.integers(2))) for _ in ref_index]
-                vae_latents = cached["image"][ref_index, : self.pipe.config.latent_channels]
+                refs = [(int(rng.integers(4)), bool(rng.integers(2))) for _ in index]
+                vae_latents = cached["image"][index, : self.pipe.config.latent_channels]
                 kwargs["reference_latents"] = _dihedral_latents(vae_latents, refs)
             return make_training_batch(self.pipe, samples[0].target, **kwargs)
+        if kind == "image":  # the target itself, augmented on its own (as above)
+            kwargs["reference"] = np.stack([_augment(s, rng).image for s in samples])
         if self.config.augment:
             samples = [_augment(s, rng) for s in samples]
-        if kind == "image":
-            kwargs["reference"] = np.stack([dataset[int(i)].image for i in ref_index])
         if kind == "stain":
             kwargs["source"] = np.stack(sources(samples))
         images = np.stack([s.image for s in samples])
