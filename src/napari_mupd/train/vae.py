@@ -66,7 +66,8 @@ def train_vae(
         scaling = json.loads((init / "config.json").read_text())["scaling_factor"]
     elif settings["decoder_only"]:
         raise ConfigError("vae_training: decoder_only needs init (the VAE whose decoder to train)")
-    trained = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    decoder = [m for m in (vae.decoder, vae.post_quant_conv) if m is not None]
+    trained = [p for m in decoder for p in m.parameters()]
     if not settings["decoder_only"]:
         trained = list(vae.parameters())
     datasets = rgb_tiles(config, mupd.resolution)
