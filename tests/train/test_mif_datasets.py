@@ -104,18 +104,11 @@ def test_serial_sections_warp_a_multichannel_moving_section(tmp_path):
     np.testing.assert_allclose(sample.image, expected, atol=1e-4)
 
 
-def test_an_mif_target_trains_end_to_end_from_real_multichannel_tiles(tmp_path):
-    _, planes = paired_mif(tmp_path / "data")
-    raw = {
+def mif_config(tmp_path, target: str, **overrides) -> dict:
+    """A tiny-preset training config with one mIF stain task on ``paired_mif``'s folders."""
+    return {
         "out_dir": str(tmp_path / "run"),
         "model": {"preset": "tiny", "targets": ["H&E", TARGET]},
-        "steps": 3,
-        "batch_size": 2,
-        "lr": 1e-3,
-        "warmup_steps": 0,
-        "checkpoint_every": 3,
-        "log_every": 1,
-        "seed": 0,
         "tasks": [
             {
                 "name": "mif",
@@ -125,13 +118,29 @@ def test_an_mif_target_trains_end_to_end_from_real_multichannel_tiles(tmp_path):
                         "paired_folders": {
                             "source_dir": "data/he",
                             "target_dir": "data/mif",
-                            "target": TARGET,
+                            "target": target,
                         }
                     }
                 ],
             }
         ],
+        **overrides,
     }
+
+
+def test_an_mif_target_trains_end_to_end_from_real_multichannel_tiles(tmp_path):
+    _, planes = paired_mif(tmp_path / "data")
+    raw = mif_config(
+        tmp_path,
+        TARGET,
+        steps=3,
+        batch_size=2,
+        lr=1e-3,
+        warmup_steps=0,
+        checkpoint_every=3,
+        log_every=1,
+        seed=0,
+    )
     trainer = Trainer(TrainConfig.from_dict(raw, base_dir=tmp_path))
     task = trainer.tasks[0]
     dataset = task.datasets[0]
@@ -160,25 +169,6 @@ def test_a_virtual_mif_written_by_write_flat_reads_back_as_a_target(tmp_path):
 
 def test_a_target_that_reorders_the_models_panel_is_a_config_error(tmp_path):
     paired_mif(tmp_path / "data", n=1)
-    raw = {
-        "out_dir": str(tmp_path / "run"),
-        "model": {"preset": "tiny", "targets": ["H&E", TARGET]},
-        "steps": 1,
-        "tasks": [
-            {
-                "name": "mif",
-                "kind": "stain",
-                "data": [
-                    {
-                        "paired_folders": {
-                            "source_dir": "data/he",
-                            "target_dir": "data/mif",
-                            "target": "mIF:CD8,DAPI",
-                        }
-                    }
-                ],
-            }
-        ],
-    }
+    raw = mif_config(tmp_path, "mIF:CD8,DAPI", steps=1)
     with pytest.raises(ConfigError, match=r"'mIF:CD8,DAPI' must name every marker.*'mIF:DAPI,CD8'"):
         Trainer(TrainConfig.from_dict(raw, base_dir=tmp_path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -25,8 +26,6 @@ def cmd_train_vae(args: argparse.Namespace) -> int:
     from napari_mupd.train.vae import train_vae
 
     config = TrainConfig.from_yaml(args.config)
-    from pathlib import Path
-
     init = str(Path(args.init).resolve()) if args.init else None  # from where mupd runs
     overrides = {"init": init, "steps": args.steps}
     config.vae_training.update({k: v for k, v in overrides.items() if v is not None})

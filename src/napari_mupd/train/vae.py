@@ -59,17 +59,14 @@ def train_vae(
     mupd = model_config(config)
     torch.manual_seed(config.seed)
     vae = build_vae(mupd.vae)
-    scaling: float | None = None  # decoder_only keeps the init's
-    if settings["init"]:  # fine-tune a VAE folder written by an earlier train-vae
-        init = config.path(settings["init"])
-        vae.load_state_dict(load_file(init / "vae.safetensors"))
-        scaling = json.loads((init / "config.json").read_text())["scaling_factor"]
-    elif settings["decoder_only"]:
+    if settings["decoder_only"] and not settings["init"]:
         raise ConfigError("vae_training: decoder_only needs init (the VAE whose decoder to train)")
-    decoder = [m for m in (vae.decoder, vae.post_quant_conv) if m is not None]
-    trained = [p for m in decoder for p in m.parameters()]
-    if not settings["decoder_only"]:
-        trained = list(vae.parameters())
+    if settings["init"]:  # fine-tune a VAE folder written by an earlier train-vae
+        vae.load_state_dict(load_file(config.path(settings["init"]) / "vae.safetensors"))
+    trained = list(vae.parameters())
+    if settings["decoder_only"]:
+        parts = [m for m in (vae.decoder, vae.post_quant_conv) if m is not None]
+        trained = [p for m in parts for p in m.parameters()]
     datasets = rgb_tiles(config, mupd.resolution)
     optimizer = torch.optim.AdamW(trained, lr=settings["lr"])
     out = Path(out) if out is not None else config.path(config.out_dir) / "vae"
@@ -104,7 +101,10 @@ def train_vae(
                 if log is not None:
                     log(step, l1.item())
     vae.eval()
-    if scaling is None or not settings["decoder_only"]:
+    if settings["decoder_only"]:  # the init's latents, so the init's scaling
+        init_config = config.path(settings["init"]) / "config.json"
+        scaling = float(json.loads(init_config.read_text())["scaling_factor"])
+    else:
         sample = _batch(datasets, 64, np.random.default_rng([config.seed, settings["steps"]]))
         scaling = fit_scaling_factor(vae, sample)
     vae.register_to_config(scaling_factor=scaling)
