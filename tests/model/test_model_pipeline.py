@@ -186,6 +186,29 @@ def test_guided_velocity_matches_the_formula(pipe) -> None:
     assert torch.count_nonzero(per[:, 4:]) == 0  # only the target's channels move
 
 
+def test_source_guidance_moves_a_virtual_stain_away_from_its_sourceless_self(
+    pipe, make_tile
+) -> None:
+    spec = pipe.config.resolve_target("IHC:Ki67")
+    with torch.no_grad():
+        source = pipe.encode_source(make_tile(3))
+        x = torch.randn(1, pipe.config.canvas_channels, 8, 8)
+        # a checkpoint that never learnt the stain without its source: guidance leaves it
+        assert not pipe.config.source_guidance
+        unguided = pipe.predict_velocity(x, 0.6, spec, {}, source, guidance_scale=3.0)
+        torch.testing.assert_close(unguided, pipe.predict_velocity(x, 0.6, spec, {}, source))
+        with pytest.raises(ConditionError, match="cannot be guided"):
+            pipe(image=make_tile(3), target="IHC:Ki67", guidance_scale={"source": 2.0})
+        pipe.config.source_guidance = True
+        without = pipe.predict_velocity(x, 0.6, spec, {})  # no source: the unconditional pass
+        given = pipe.predict_velocity(x, 0.6, spec, {}, source)
+        guided = pipe.predict_velocity(x, 0.6, spec, {}, source, guidance_scale={"source": 2.5})
+        zero = pipe.predict_velocity(x, 0.6, spec, {}, source, guidance_scale=0.0)
+    assert not torch.allclose(given, without, atol=1e-5)
+    torch.testing.assert_close(guided, without + 2.5 * (given - without), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(zero, without, atol=1e-6, rtol=1e-6)
+
+
 def test_callback_runs_per_step_and_may_replace_latents(pipe) -> None:
     seen: list[tuple[int, float]] = []
 

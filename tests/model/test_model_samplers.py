@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_mupd.errors import ConfigError
+from napari_mupd.errors import ConditionError, ConfigError
 from napari_mupd.model import (
     FlowMatchEulerScheduler,
     FlowMatchHeunScheduler,
@@ -71,6 +71,11 @@ def test_guidance_passes() -> None:
     assert guidance_passes(["rna", "text"], 3.0) == [(), ("text", "rna")]
     assert guidance_passes(["image", "text"], {"text": 2.0}) == [(), ("text",), ("image",)]
     assert guidance_passes(["rna"], {"rna": 1.0}) == [("rna",)]
+    # a virtual stain's source H&E is guided like a stream: its unconditional pass lacks it
+    assert guidance_passes(["source"], 2.0) == [(), ("source",)]
+    assert guidance_passes(["source", "text"], {"source": 3.0}) == [(), ("text",), ("source",)]
+    with pytest.raises(ConditionError, match="known: text, rna, image, source"):
+        guidance_passes(["source"], {"sauce": 2.0})
 
 
 def test_guidance_arithmetic() -> None:

@@ -63,3 +63,24 @@ def test_condition_dropout_rate() -> None:
     assert abs(1 - kept["text"].float().mean().item() - 0.1) < 0.01
     none = drop_conditions({"rna": torch.zeros(10, dtype=torch.bool)}, 0.0)
     assert not none["rna"].any()
+
+
+def test_training_drops_a_virtual_stains_source_like_a_condition(pipe, monkeypatch) -> None:
+    rng = np.random.default_rng(0)
+    batch = make_training_batch(
+        pipe, "IHC:Ki67", rng.random((64, 64, 64, 3)), source=rng.random((64, 64, 64, 3))
+    )
+    seen: list[torch.Tensor] = []
+
+    def spy(*args, **kwargs) -> torch.Tensor:
+        seen.append(args[6])  # source_present
+        return torch.zeros(())
+
+    monkeypatch.setattr("napari_mupd.train.loss.flow_matching_loss", spy)
+    pipe.config.condition_dropout = 0.25
+    training_loss(pipe, batch, torch.Generator().manual_seed(0))
+    assert seen[0].all()  # a checkpoint from before keeps its source
+    pipe.config.source_guidance = True
+    training_loss(pipe, batch, torch.Generator().manual_seed(0))
+    dropped = 1 - seen[1].float().mean().item()
+    assert 0.1 < dropped < 0.4  # about a quarter of the 64 sources are withheld

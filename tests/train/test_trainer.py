@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from helpers import BRAIN, DATA, brain_spots, serial_sections
 from napari_mupd.errors import ConfigError
 from napari_mupd.model import MuPDConfig, MuPDPipeline
-from napari_mupd.train.config import TrainConfig
+from napari_mupd.train.config import TrainConfig, model_config
 from napari_mupd.train.trainer import Trainer
 
 
@@ -254,3 +254,17 @@ def test_fine_tuning_adds_a_new_ihc_marker(tmp_path):
     bad = {**cfg.__dict__, "new_targets": ["mIF:CD3"]}
     with pytest.raises(ConfigError, match="only IHC"):
         Trainer(TrainConfig(**bad))
+
+
+def test_new_models_learn_source_guidance_and_checkpoints_keep_their_own(tmp_path):
+    """A fresh training drops a stain's source (so guidance can steer it) unless the config
+    says otherwise; fine-tuning keeps the checkpoint's choice unless asked."""
+    assert model_config(config(tmp_path / "a")).source_guidance
+    off = {"preset": "tiny", "source_guidance": False}
+    assert not model_config(config(tmp_path / "b", model=off)).source_guidance
+    MuPDPipeline.from_config(MuPDConfig.tiny(), device="cpu").save_pretrained(tmp_path / "old")
+    tuned = config(tmp_path / "c", init=str(tmp_path / "old"))
+    assert not model_config(tuned).source_guidance  # saved before source dropout
+    asked = config(tmp_path / "d", init=str(tmp_path / "old"), model={"source_guidance": True})
+    assert model_config(asked).source_guidance
+    assert Trainer(asked).pipe.config.source_guidance  # what the run trains and saves

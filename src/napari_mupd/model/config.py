@@ -193,6 +193,9 @@ class MuPDConfig:
     # sampling and training
     default_steps: dict[str, int] = field(default_factory=lambda: {"H&E": 25, "IHC": 25, "mIF": 1})
     condition_dropout: float = 0.1
+    # trained with a virtual stain's source dropped too (at condition_dropout), so that
+    # guidance can steer the source (new trainings; checkpoints from before lack it)
+    source_guidance: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:

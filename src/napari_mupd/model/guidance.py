@@ -1,4 +1,10 @@
-"""Classifier-free guidance over the condition streams, joint or per modality."""
+"""Classifier-free guidance over the conditions, joint or per modality.
+
+The conditions are the attention streams (text, RNA, reference image) and, for a virtual
+stain, the source H&E (``"source"``, its stain features beside the latents, as image
+guidance in InstructPix2Pix): the unconditional pass of a virtual stain is the stain the
+model would draw without seeing the source.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ from napari_mupd.errors import ConditionError
 from napari_mupd.model.attention import STREAMS
 
 GuidanceScale = float | Mapping[str, float]
+#: What guidance can steer: the attention streams and the virtual stain's source H&E.
+CONDITIONS: tuple[str, ...] = (*STREAMS, "source")
 
 
 def guidance_passes(present: Sequence[str], guidance_scale: GuidanceScale) -> list[tuple[str, ...]]:
@@ -20,12 +28,13 @@ def guidance_passes(present: Sequence[str], guidance_scale: GuidanceScale) -> li
     - a dict (per modality): ``[(), (m1,), (m2,), ...]``, one pass per given modality
       (a single modality with scale 1 needs only its own pass).
     """
-    present = tuple(m for m in STREAMS if m in present)
+    present = tuple(m for m in CONDITIONS if m in present)
     if isinstance(guidance_scale, Mapping):
-        unknown = set(guidance_scale) - set(STREAMS)
+        unknown = set(guidance_scale) - set(CONDITIONS)
         if unknown:
             raise ConditionError(
-                f"guidance_scale: unknown modality {sorted(unknown)}; known: {', '.join(STREAMS)}"
+                f"guidance_scale: unknown modality {sorted(unknown)}; "
+                f"known: {', '.join(CONDITIONS)}"
             )
         if not present:
             return [()]

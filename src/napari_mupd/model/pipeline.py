@@ -533,6 +533,11 @@ class MuPDPipeline:
             )
         if isinstance(guidance_scale, Mapping):
             guidance_passes([], guidance_scale)  # validates the keys
+            if "source" in guidance_scale and not self.config.source_guidance:
+                raise ConditionError(
+                    "guidance_scale: this checkpoint never learnt a stain without its source "
+                    "(trained before source dropout), so the source cannot be guided"
+                )
         steps = num_inference_steps
         if steps is None:
             steps = self.config.default_steps.get(spec.kind, 25)
@@ -695,7 +700,9 @@ class MuPDPipeline:
         Streams and source must already have batch N. The guidance passes are run as one
         batch; the result is zero outside the target's channels.
         """
-        passes = guidance_passes(list(streams), guidance_scale)
+        guided_source = source is not None and self.config.source_guidance
+        given = [*streams, *(["source"] if guided_source else [])]
+        passes = guidance_passes(given, guidance_scale)
         n, reps = latents.shape[0], len(passes)
         tiled = {
             name: StreamInput(
@@ -707,6 +714,10 @@ class MuPDPipeline:
         }
         ids = torch.full((n * reps,), spec.index, dtype=torch.long, device=latents.device)
         src = None if source is None else source.repeat(reps, 1, 1, 1)
+        src_present = None
+        if guided_source:
+            src_present = torch.tensor([("source" in p) for p in passes], device=latents.device)
+            src_present = src_present.repeat_interleave(n)
         with self.autocast():
             v = self.transformer(
                 latents.repeat(reps, 1, 1, 1),
@@ -714,7 +725,7 @@ class MuPDPipeline:
                 ids,
                 tiled,
                 src,
-                None,
+                src_present,
                 cross_attention_scales,
             )
         v = combine_guidance(list(v.float().chunk(reps)), passes, guidance_scale)

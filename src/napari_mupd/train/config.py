@@ -107,15 +107,18 @@ def model_config(config: TrainConfig, genes: Sequence[str] = ()) -> MuPDConfig:
     (the expression columns of the training data).
     """
     if config.init:
-        loaded = MuPDConfig.load(config.path(config.init))
-        return with_targets(loaded, config.new_targets)
+        loaded = with_targets(MuPDConfig.load(config.path(config.init)), config.new_targets)
+        if "source_guidance" in config.model:  # the checkpoint's own unless asked
+            loaded.source_guidance = bool(config.model["source_guidance"])
+        return loaded
     if config.new_targets:
         raise ConfigError("new_targets adds targets to a checkpoint: give init too")
     model = dict(config.model)
     base = getattr(MuPDConfig, model.pop("preset", "demo"))().to_dict()
     if model.get("genes") == "from_data":
         model["genes"] = list(genes) or base["genes"]
-    return MuPDConfig.from_dict({**base, **model})
+    # new models learn the stain without its source too, so that guidance can steer it
+    return MuPDConfig.from_dict({**base, "source_guidance": True, **model})
 
 
 def with_targets(model: MuPDConfig, targets: Sequence[str]) -> MuPDConfig:

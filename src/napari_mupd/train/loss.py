@@ -108,6 +108,7 @@ class TrainableMuPD(nn.Module):
         rna_encoder: nn.Module,
         image_encoder: nn.Module,
         condition_dropout: float,
+        drop_source: bool = False,
     ) -> None:
         super().__init__()
         self.transformer = transformer
@@ -115,6 +116,7 @@ class TrainableMuPD(nn.Module):
         self.rna_encoder = rna_encoder
         self.image_encoder = image_encoder
         self.condition_dropout = condition_dropout
+        self.drop_source = drop_source
 
     def forward(self, batch: TrainingBatch, generator: torch.Generator | None = None) -> Tensor:
         """Flow-matching loss of a batch, conditions dropped at ``condition_dropout``."""
@@ -130,9 +132,14 @@ class TrainableMuPD(nn.Module):
             assert batch.reference_present is not None
             tokens = self.image_encoder(batch.reference)
             streams["image"] = StreamInput(tokens, batch.reference_present)
-        kept = drop_conditions(
-            {k: s.present for k, s in streams.items()}, self.condition_dropout, generator
-        )
+        present = {k: s.present for k, s in streams.items()}
+        if batch.source is not None and self.drop_source:  # guided like a stream
+            present["source"] = (
+                batch.source_present
+                if batch.source_present is not None
+                else torch.ones(len(batch.source), dtype=torch.bool, device=batch.source.device)
+            )
+        kept = drop_conditions(present, self.condition_dropout, generator)
         streams = {k: StreamInput(s.tokens, kept[k], s.key_mask) for k, s in streams.items()}
         return flow_matching_loss(
             self.transformer,
@@ -141,7 +148,7 @@ class TrainableMuPD(nn.Module):
             batch.channel_mask,
             streams,
             batch.source,
-            batch.source_present,
+            kept.get("source", batch.source_present),
             generator,
         )
 
@@ -213,8 +220,9 @@ def make_training_batch(
 def training_loss(
     pipe: MuPDPipeline, batch: TrainingBatch, generator: torch.Generator | None = None
 ) -> Tensor:
-    """Flow-matching loss with condition dropout (``config.condition_dropout``); the
-    text (built-in), RNA and image encoders receive gradients with the transformer."""
+    """Flow-matching loss with condition dropout (``config.condition_dropout``, a virtual
+    stain's source too where ``config.source_guidance``); the text (built-in), RNA and
+    image encoders receive gradients with the transformer."""
     with pipe.autocast():
         return trainable(pipe)(batch, generator)
 
@@ -227,4 +235,5 @@ def trainable(pipe: MuPDPipeline) -> TrainableMuPD:
         pipe.rna_encoder,
         pipe.image_encoder,
         pipe.config.condition_dropout,
+        drop_source=pipe.config.source_guidance,
     )

@@ -74,7 +74,9 @@ def build_pipeline(config: TrainConfig, genes: Sequence[str] = ()) -> MuPDPipeli
     """The pipeline to train: a checkpoint to fine-tune, or a preset plus overrides."""
     if config.init:
         pipe = load_pipeline(config.path(config.init), "cpu", cache=False)
-        add_targets(pipe, model_config(config))
+        wanted = model_config(config)
+        add_targets(pipe, wanted)
+        pipe.config.source_guidance = wanted.source_guidance
     else:
         mupd = model_config(config, genes)
         pipe = MuPDPipeline.from_config(mupd, device="cpu", seed=config.seed)
