@@ -7,15 +7,18 @@
 (registered by their landmarks, at the model's stain pixel size), written as paired tile
 folders: the left 75 % for fine-tuning, the right 25 % held out. The base checkpoint is
 configs/demo/train.yaml without the kidney task, so it has never seen this tissue or
-marker. The recipe (docs/training.md): ``init`` the base, ``new_targets: [IHC:PanCK]``,
-a ``paired_folders`` task, ``mupd train``. The held-out tiles are scored against the
-baselines fitted on the same training pairs: a per-pixel linear colour map, colour
-deconvolution and the H&E's darkness. Prints a markdown table.
+marker; its VAE and stain renderer are the bundled checkpoint's (what configs/demo/ trained
+first), so a fresh clone needs nothing under runs/. The recipe (docs/training.md): ``init``
+the base, ``new_targets: [IHC:PanCK]``, a ``paired_folders`` task, ``mupd train``. The held-out
+tiles are scored against the baselines fitted on the same training pairs: a per-pixel
+linear colour map, colour deconvolution and the H&E's darkness. Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +36,7 @@ from napari_mupd.eval.baselines import (
 from napari_mupd.eval.report import evaluate_pairs
 from napari_mupd.imaging.pixels import to_uint8
 from napari_mupd.model.loading import load_pipeline
+from napari_mupd.resources import bundled_model_path
 from napari_mupd.train.config import TrainConfig
 from napari_mupd.train.datasets import build_dataset
 from napari_mupd.train.trainer import Trainer
@@ -42,13 +46,25 @@ DEMO = ROOT / "configs" / "demo" / "train.yaml"
 COLUMNS = ["patch_r", "block_r", "structure_r", "ssim", "fid"]
 
 
+def bundled_parts(out: Path) -> tuple[Path, Path]:
+    """The bundled checkpoint's VAE and stain renderer as `mupd train-vae` and
+    `mupd train-renderer` write them (folders for a training config's ``vae``/``renderer``)."""
+    bundled = bundled_model_path()
+    vae, renderer = out / "vae", out / "renderer"
+    for folder, name in ((vae, "vae.safetensors"), (renderer, "stain_renderer.safetensors")):
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bundled / name, folder / name)
+    config = json.loads((bundled / "config.json").read_text())["vae"]
+    (vae / "config.json").write_text(json.dumps(config, indent=2))
+    return vae, renderer
+
+
 def base_config(out: Path) -> Path:
     """configs/demo/train.yaml without the kidney task (and its target), writing to ``out``."""
     raw = yaml.safe_load(DEMO.read_text())
     raw["tasks"] = [t for t in raw["tasks"] if t["name"] != "he-to-PanCK"]
     raw["model"]["targets"] = [t for t in raw["model"]["targets"] if t != "IHC:PanCK"]
-    for key in ("vae", "renderer"):
-        raw[key] = str((DEMO.parent / raw[key]).resolve())
+    raw["vae"], raw["renderer"] = (str(p) for p in bundled_parts(out / "bundled"))
     for task in raw["tasks"]:
         for spec in task["data"]:
             for args in spec.values():
