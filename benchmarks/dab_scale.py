@@ -18,7 +18,9 @@ script scores, per marker, DAB patch r and r on 8-px blocks of:
 - a linear map from the source's pooled stain densities (mean, spread and root mean square
   of haematoxylin, eosin and DAB per 8-px block, and their means over 3 x 3 and 7 x 7
   blocks) to the block's DAB, ridge-fitted on the training split: how much the source's
-  block features say about *where* the marker is, against what MuPD's latent says;
+  block features say about *where* the marker is, against what MuPD's latent says; and
+  that block DAB drawn as MuPD draws (counterstain from the source, DAB share from the
+  map, laid out on the source's cells by the stain renderer): a regression prior's stain;
 - the transformer's own DAB amount per block (its latent, before `anchor_to_source`);
 - with ``--samples K``, the mean read-out of the mean of K latent samples (the model's
   expected stain: a single sample of a calibrated model correlates with the truth only
@@ -38,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 from napari_mupd.eval.baselines import ColourDeconvolutionBaseline
@@ -49,6 +52,7 @@ from napari_mupd.model.config import TargetSpec
 from napari_mupd.model.guidance import GuidanceScale
 from napari_mupd.model.loading import load_pipeline
 from napari_mupd.model.pipeline import MuPDPipeline
+from napari_mupd.model.stain_renderer import compose_stains, source_structure
 from napari_mupd.train.config import TrainConfig
 from napari_mupd.train.datasets import sources
 
@@ -92,15 +96,32 @@ def _ridge_blocks(
     test_src: Sequence[np.ndarray],
     alpha: float = 10.0,
 ) -> list[np.ndarray]:
-    """Block DAB of the test tiles from `_block_features`, ridge-fitted on the training
-    pairs; each block's value fills its 8 x 8 px."""
+    """Block DAB (h/8, w/8) of the test tiles from `_block_features`, ridge-fitted on the
+    training pairs."""
     x = np.concatenate([_block_features(t).reshape(-1, 27) for t in train_src])
     y = np.concatenate([_blocks(t).ravel() for t in train_dab])
     mean, std = x.mean(0), x.std(0) + 1e-6
     x = (x - mean) / std
     w = np.linalg.solve(x.T @ x + alpha * np.eye(x.shape[1]), x.T @ (y - y.mean()))
-    ones = np.ones((BLOCK, BLOCK))
-    return [np.kron((_block_features(t) - mean) / std @ w, ones) for t in test_src]
+    return [(_block_features(t) - mean) / std @ w + y.mean() for t in test_src]
+
+
+def _drawn(
+    pipe: MuPDPipeline, tiles: Sequence[np.ndarray], block_dab: Sequence[np.ndarray]
+) -> list[np.ndarray]:
+    """Block DAB amounts drawn as MuPD draws a virtual IHC: each block's nuclear density
+    from the source (as `anchor_to_source`), its DAB share from ``block_dab``, laid out on
+    the source's cells by the checkpoint's stain renderer. Returns the DAB maps."""
+    assert pipe.stain_renderer is not None, "the checkpoint has no IHC target"
+    x = torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2).float() / 255
+    s = source_structure(x)
+    total = pipe.config.source_gain * F.avg_pool2d(s.clamp(min=0), BLOCK)
+    dab = torch.from_numpy(np.stack(block_dab)).float()[:, None].clamp(min=0)
+    dab = torch.minimum(dab, total)
+    z = torch.cat([total - dab, dab, dab, torch.zeros_like(dab)], 1)
+    with torch.inference_mode():
+        rgb = compose_stains(pipe.stain_renderer(z, s)).permute(0, 2, 3, 1).numpy()
+    return _dab([to_uint8(t) for t in rgb])
 
 
 def _latent_stats(pipe: MuPDPipeline) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,6 +238,7 @@ def main() -> None:
         cd = _dab(list(deconvolution.fit(sources(train), [s.image for s in train]).predict(src)))
         haem = [hematoxylin_density(s) for s in src]
         ridge = _ridge_blocks(sources(train), _dab([s.image for s in train]), src)
+        ones = np.ones((BLOCK, BLOCK))
         maps = {
             "MuPD (cells)": mupd["cells"],
             "MuPD (mean read-out)": mupd["mean"],
@@ -230,7 +252,12 @@ def main() -> None:
             "H&E haematoxylin, blurred, sigma 4 px": _blur(haem, 4),
             "colour deconvolution": cd,
             "colour deconvolution, blurred, sigma 4 px": _blur(cd, 4),
-            "linear map of pooled source stain densities to block DAB": ridge,
+            "linear map of pooled source stain densities to block DAB": [
+                np.kron(r, ones) for r in ridge
+            ],
+            "... its block DAB drawn on the source's cells by MuPD's renderer": _drawn(
+                pipe, src, ridge
+            ),
         }
         for g in args.guidance:  # the source H&E guided (classifier-free)
             with torch.inference_mode():
