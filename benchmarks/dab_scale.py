@@ -124,29 +124,16 @@ def _drawn(
     return _dab([to_uint8(t) for t in rgb])
 
 
-def _latent_stats(pipe: MuPDPipeline) -> tuple[torch.Tensor, torch.Tensor]:
-    stats = pipe.config.stain_stats
-    mean = torch.tensor(stats["latent_mean"])[None, :, None, None]
-    return mean, torch.tensor(stats["latent_std"])[None, :, None, None]
-
-
-def _denormalised(pipe: MuPDPipeline, latents: torch.Tensor) -> torch.Tensor:
-    """Stain latents in optical density: haematoxylin, DAB, DAB rms, eosin per block."""
-    mean, std = _latent_stats(pipe)
-    return latents * std + mean
-
-
 def _mean_share(pipe: MuPDPipeline, latents: torch.Tensor) -> torch.Tensor:
     """Normalised stain latents with every block's DAB share set to its tile's mean share
     (haematoxylin + DAB per block kept)."""
-    mean, std = _latent_stats(pipe)
-    z = _denormalised(pipe, latents).clamp(min=0)
+    z = pipe.denormalise_latent(latents).clamp(min=0)
     total = z[:, 0:1] + z[:, 1:2]
     share = z[:, 1:2].sum((2, 3), keepdim=True) / total.sum((2, 3), keepdim=True).clamp(min=1e-6)
     dab = share * total
     rms = z[:, 2:3] * dab / z[:, 1:2].clamp(min=1e-6)
     z = torch.cat([total - dab, dab, rms, z[:, 3:]], 1)
-    return (z - mean) / std
+    return pipe.normalise_latent(z)
 
 
 def _denoised(
@@ -191,7 +178,7 @@ def _stain(
         out["cells"] += list(pipe.decode(x, spec, "np", structure, noise, "cells"))
         out["mean"] += list(pipe.decode(x, spec, "np", structure, noise, "mean"))
         channels = list(spec.channels)
-        dab = _denormalised(pipe, x[:, channels])[:, 1].clamp(min=0).numpy()
+        dab = pipe.denormalise_latent(x[:, channels])[:, 1].clamp(min=0).numpy()
         out["latent dab"] += [np.kron(d, np.ones((BLOCK, BLOCK))) for d in dab]
         shared = x.clone()
         shared[:, channels] = _mean_share(pipe, x[:, channels])

@@ -420,7 +420,14 @@ class MuPDPipeline:
         std = torch.tensor(stats[f"{kind}_std"], device=x.device)[None, :, None, None]
         return (x - mean) / std
 
-    def _denormalise_latent(self, z: Tensor) -> Tensor:
+    def normalise_latent(self, z: Tensor) -> Tensor:
+        """Stain latents in optical density (B, 4, h, w: haematoxylin, DAB, DAB root mean
+        square, eosin per block) -> the unit-variance latents the transformer models."""
+        return self._normalise(z, "latent")
+
+    def denormalise_latent(self, z: Tensor) -> Tensor:
+        """The transformer's stain latents -> optical densities (inverse of
+        `normalise_latent`)."""
         stats = self.config.stain_stats
         mean = torch.tensor(stats["latent_mean"], device=z.device)[None, :, None, None]
         std = torch.tensor(stats["latent_std"], device=z.device)[None, :, None, None]
@@ -443,7 +450,7 @@ class MuPDPipeline:
             z = encode_markers(self.mif_vae, x.to(self.device))
         elif spec.kind == "IHC":
             x = image_to_tensor(images, multiple_of=self._multiple, what=f"{spec.name} target")
-            z = self._normalise(pooled_stains(stain_densities(x.to(self.device))), "latent")
+            z = self.normalise_latent(pooled_stains(stain_densities(x.to(self.device))))
         else:
             x = image_to_tensor(images, multiple_of=self._multiple, what=f"{spec.name} target")
             z = encode(self.vae, x.to(self.device))
@@ -489,7 +496,7 @@ class MuPDPipeline:
         ``structure``, its nuclear density the source's (`anchor_to_source`), nucleus by
         nucleus when ``noise`` is given (see `decode_latents`)."""
         assert self.stain_renderer is not None
-        z = self._denormalise_latent(latents.float()).clamp(min=0)
+        z = self.denormalise_latent(latents.float()).clamp(min=0)
         if structure is None:
             smooth = z[:, 0:1] + z[:, 1:2]
             s = nn.functional.interpolate(smooth, scale_factor=8, mode="bilinear")
