@@ -153,6 +153,47 @@ def test_train_vae_writes_a_loadable_vae(tmp_path):
     assert pipe.config.vae["scaling_factor"] == pytest.approx(scaling)
 
 
+def test_train_vae_fits_a_patch_codec_the_trainer_loads(tmp_path):
+    """A ``kind: patch_pca`` codec is fitted in closed form on the config's training tiles;
+    the transformer trains on its latents (16 channels beside the 4 stain channels) and
+    the checkpoint saves and loads it."""
+    from napari_mupd.model.vae import decode, encode
+    from napari_mupd.train.trainer import build_pipeline, load_vae
+    from napari_mupd.train.vae import rgb_tiles, train_vae
+
+    codec = {"kind": "patch_pca", "in_channels": 3, "latent_channels": 16, "patch": 8}
+    raw = raw_config(tmp_path, steps=2)
+    raw["model"].update(latent_channels=16, vae=codec)
+    cfg = TrainConfig.from_dict(raw, base_dir=tmp_path)
+    folder = train_vae(cfg)
+    cfg.vae = str(folder)
+    trainer = Trainer(cfg)
+    pipe = trainer.pipe
+    assert pipe.config.canvas_channels == 16
+    tiles = [
+        d[i].source if d[i].source is not None else d[i].image
+        for d in rgb_tiles(cfg, 64)
+        for i in range(len(d))
+    ]
+    x = torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        z = encode(pipe.vae, x)
+        error = float((decode(pipe.vae, z) - x).abs().mean())
+        blocks = torch.nn.functional.interpolate(
+            torch.nn.functional.avg_pool2d(x, 8), scale_factor=8
+        )
+    assert z.shape[1] == 16 and abs(float(z.std()) - 1) < 0.1
+    assert error < 0.8 * float((blocks - x).abs().mean())  # more than each block's colour
+    trainer.train()
+    saved = MuPDPipeline.from_pretrained(cfg.path(cfg.out_dir) / "final")
+    assert torch.equal(saved.vae.basis, pipe.vae.basis)
+    out = saved(text="cholangiocarcinoma", target="H&E", num_inference_steps=2, generator=0)
+    assert out.images.shape[-3:] == (64, 64, 3)
+    other = build_pipeline(config(tmp_path / "kl"))
+    with pytest.raises(ConfigError, match="patch_pca"):
+        load_vae(other, folder)
+
+
 def test_train_vae_decoder_only_keeps_the_latents(tmp_path, capsys):
     """``mupd train-vae --init --decoder-only`` trains the decoder alone: the encoder, hence
     every latent a transformer was trained on, and the scaling factor stay as they were."""

@@ -221,9 +221,18 @@ class MuPDConfig:
                 self.resolve_target(self.default_target)
             except ConditionError as exc:
                 raise ConfigError(f"default_target: {exc}") from exc
+        if self.vae.get("latent_channels", self.latent_channels) != self.latent_channels:
+            raise ConfigError(
+                f"the vae has {self.vae['latent_channels']} latent channels, "
+                f"latent_channels says {self.latent_channels}"
+            )
+        if self.vae.get("kind") == "patch_pca" and self.vae.get("patch", 8) != 8:
+            raise ConfigError("a patch_pca vae codes 8 x 8 blocks (patch: 8), as the model expects")
         if self.mif_markers and self.mif_vae is None:
             raise ConfigError("mIF targets need a mif_vae config")
-        if self.mif_vae is not None and self.mif_vae.get("in_channels", 3) != 1:
+        if self.mif_vae is not None and (
+            self.mif_vae.get("in_channels", 3) != 1 or "kind" in self.mif_vae
+        ):
             raise ConfigError("mif_vae must be a single-channel AutoencoderKL (in_channels=1)")
         for key in STAT_KEYS:
             values = self.stain_stats.get(key)

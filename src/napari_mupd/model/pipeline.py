@@ -58,7 +58,15 @@ from napari_mupd.model.stain_renderer import (
     stain_densities,
 )
 from napari_mupd.model.transformer import MuPDTransformer
-from napari_mupd.model.vae import build_vae, decode, decode_markers, encode, encode_markers
+from napari_mupd.model.vae import (
+    PatchCodec,
+    build_autoencoder,
+    build_vae,
+    decode,
+    decode_markers,
+    encode,
+    encode_markers,
+)
 
 if TYPE_CHECKING:
     from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
@@ -74,7 +82,7 @@ NucleiMode = Literal["cells", "mean"]
 #: and the stain renderer (None without IHC targets).
 Components = tuple[
     MuPDTransformer,
-    "AutoencoderKL",
+    "AutoencoderKL | PatchCodec",
     "AutoencoderKL | None",
     TextEncoder | HFTextEncoder,
     RNAEncoder,
@@ -184,7 +192,7 @@ class MuPDPipeline:
         self,
         config: MuPDConfig,
         transformer: MuPDTransformer,
-        vae: AutoencoderKL,
+        vae: AutoencoderKL | PatchCodec,
         mif_vae: AutoencoderKL | None,
         text_encoder: TextEncoder | HFTextEncoder,
         rna_encoder: RNAEncoder,
@@ -243,7 +251,7 @@ class MuPDPipeline:
         return (
             MuPDTransformer(config),
             build_vae(config.vae),
-            None if config.mif_vae is None else build_vae(config.mif_vae),
+            None if config.mif_vae is None else build_autoencoder(config.mif_vae),
             text,
             RNAEncoder(config.rna_features, config.rna_hidden, config.rna_tokens, config.rna_dim),
             ReferenceImageEncoder(

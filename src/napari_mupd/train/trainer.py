@@ -28,6 +28,7 @@ from napari_mupd.model.config import split_target
 from napari_mupd.model.encoders.image import image_to_tensor
 from napari_mupd.model.loading import load_pipeline
 from napari_mupd.model.stain_renderer import pooled_stains, stain_densities
+from napari_mupd.model.vae import PatchCodec, turn_latents
 from napari_mupd.train.augment import dihedral, stain_jitter
 from napari_mupd.train.config import TaskConfig, TrainConfig, model_config
 from napari_mupd.train.datasets import Sample, build_dataset, sources
@@ -50,13 +51,6 @@ class Task:
         sizes = np.array([len(d) for d in self.datasets], float)
         d = int(rng.choice(len(sizes), p=sizes / sizes.sum()))
         return d, rng.integers(len(self.datasets[d]), size=n)
-
-
-def _dihedral_latents(latents: torch.Tensor, moves: list[tuple[int, bool]]) -> torch.Tensor:
-    """Rotate/flip each latent map (B, C, h, w) like ``augment.dihedral`` does images."""
-    out = [torch.rot90(z, k, dims=(-2, -1)) for z, (k, _) in zip(latents, moves, strict=True)]
-    out = [z.flip(-1) if flip else z for z, (_, flip) in zip(out, moves, strict=True)]
-    return torch.stack(out)
 
 
 def _augment(sample: Sample, rng: np.random.Generator) -> Sample:
@@ -132,12 +126,19 @@ def fit_stain_stats(pipe: MuPDPipeline, tasks: Sequence[Task], limit: int = 512)
 
 
 def load_vae(pipe: MuPDPipeline, folder: Path) -> None:
-    """Load a VAE trained by ``mupd train-vae`` (weights and scaling factor)."""
+    """Load a VAE trained by ``mupd train-vae`` (weights and scaling factor) or a patch
+    codec it fitted."""
     vae_config = json.loads((folder / "config.json").read_text())
+    if vae_config.get("kind") != pipe.config.vae.get("kind"):
+        raise ConfigError(
+            f"vae: {folder} holds a {vae_config.get('kind') or 'AutoencoderKL'}, the model "
+            f"config a {pipe.config.vae.get('kind') or 'AutoencoderKL'}"
+        )
     pipe.vae.load_state_dict(load_file(folder / "vae.safetensors"))
-    scaling = float(vae_config["scaling_factor"])
-    pipe.vae.register_to_config(scaling_factor=scaling)
-    pipe.config.vae = {**pipe.config.vae, "scaling_factor": scaling}
+    if not isinstance(pipe.vae, PatchCodec):
+        scaling = float(vae_config["scaling_factor"])
+        pipe.vae.register_to_config(scaling_factor=scaling)
+        pipe.config.vae = {**pipe.config.vae, "scaling_factor": scaling}
 
 
 def _needs_vae(task: Task) -> bool:
@@ -266,15 +267,16 @@ class Trainer:
         if task.latents is not None:  # augment in latent space: dihedral only
             cached = task.latents[d]
             moves = [(int(rng.integers(4)), bool(rng.integers(2))) for _ in index]
-            kwargs["latents"] = _dihedral_latents(cached["image"][index], moves)
-            if kind == "stain":
-                kwargs["source_latents"] = _dihedral_latents(cached["source"][index], moves)
+            codec = self.pipe.vae if split_target(samples[0].target)[0] == "H&E" else None
+            kwargs["latents"] = turn_latents(cached["image"][index], moves, codec)
+            if kind == "stain":  # block statistics of the source
+                kwargs["source_latents"] = turn_latents(cached["source"][index], moves)
             # the reference of an image task is the target itself, turned another way: the
             # model learns to make tissue like the reference, not to copy its layout
             if kind == "image":
                 refs = [(int(rng.integers(4)), bool(rng.integers(2))) for _ in index]
                 vae_latents = cached["image"][index, : self.pipe.config.latent_channels]
-                kwargs["reference_latents"] = _dihedral_latents(vae_latents, refs)
+                kwargs["reference_latents"] = turn_latents(vae_latents, refs, self.pipe.vae)
             return make_training_batch(self.pipe, samples[0].target, **kwargs)
         if kind == "image":  # the target itself, augmented on its own (as above)
             kwargs["reference"] = np.stack([_augment(s, rng).image for s in samples])

@@ -2,7 +2,8 @@
 
 Loss: L1 reconstruction in [-1, 1] plus a small KL term. After training,
 ``scaling_factor`` is set so that latents of the training tiles have unit variance
-(what the diffusion transformer expects).
+(what the diffusion transformer expects). A linear patch codec (``kind: patch_pca``) is
+fitted in closed form instead, on every tile once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from napari_mupd.errors import ConfigError
-from napari_mupd.model.vae import build_vae, fit_scaling_factor
+from napari_mupd.model.vae import PatchCodec, build_vae, fit_patch_codec, fit_scaling_factor
 from napari_mupd.train.augment import dihedral
 from napari_mupd.train.config import TrainConfig, model_config
 from napari_mupd.train.datasets import Sample, build_dataset
@@ -59,6 +60,9 @@ def train_vae(
     mupd = model_config(config)
     torch.manual_seed(config.seed)
     vae = build_vae(mupd.vae)
+    out = Path(out) if out is not None else config.path(config.out_dir) / "vae"
+    if isinstance(vae, PatchCodec):
+        return _fit_codec(vae, config, out)
     if settings["decoder_only"] and not settings["init"]:
         raise ConfigError("vae_training: decoder_only needs init (the VAE whose decoder to train)")
     if settings["init"]:  # fine-tune a VAE folder written by an earlier train-vae
@@ -69,7 +73,6 @@ def train_vae(
         trained = [p for m in parts for p in m.parameters()]
     datasets = rgb_tiles(config, mupd.resolution)
     optimizer = torch.optim.AdamW(trained, lr=settings["lr"])
-    out = Path(out) if out is not None else config.path(config.out_dir) / "vae"
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with (out / "log.csv").open("w", newline="") as fh:
@@ -110,6 +113,24 @@ def train_vae(
     vae.register_to_config(scaling_factor=scaling)
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, out / "vae.safetensors")
     (out / "config.json").write_text(json.dumps(dict(vae.config), indent=2, default=list))
+    return out
+
+
+def _fit_codec(codec: PatchCodec, config: TrainConfig, out: Path) -> Path:
+    """Fit a patch codec on every RGB tile of the config; writes ``out``."""
+    size = model_config(config).resolution
+    tiles = [
+        sample.source if sample.source is not None else sample.image
+        for data in rgb_tiles(config, size)
+        for sample in (data[i] for i in range(len(data)))
+    ]
+    if not tiles:
+        raise ConfigError("train-vae: the config has no RGB tiles to fit the codec on")
+    x = torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2).float() / 255.0
+    fit_patch_codec(codec, x)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in codec.state_dict().items()}, out / "vae.safetensors")
+    (out / "config.json").write_text(json.dumps(codec.config, indent=2))
     return out
 
 
