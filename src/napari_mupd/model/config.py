@@ -47,6 +47,10 @@ DEFAULT_TEXT_VOCAB: tuple[str, ...] = (
 )  # fmt: skip
 
 
+#: ``kind`` of a codec config that builds a linear patch codec (absent: an AutoencoderKL)
+PATCH_PCA = "patch_pca"
+
+
 def _vae(
     in_channels: int,
     latent_channels: int,
@@ -226,7 +230,7 @@ class MuPDConfig:
                 f"the vae has {self.vae['latent_channels']} latent channels, "
                 f"latent_channels says {self.latent_channels}"
             )
-        if self.vae.get("kind") == "patch_pca" and self.vae.get("patch", 8) != 8:
+        if self.vae.get("kind") == PATCH_PCA and self.vae.get("patch", 8) != 8:
             raise ConfigError("a patch_pca vae codes 8 x 8 blocks (patch: 8), as the model expects")
         if self.mif_markers and self.mif_vae is None:
             raise ConfigError("mIF targets need a mif_vae config")

@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from napari_mupd.model.config import PATCH_PCA
+
 if TYPE_CHECKING:  # the class itself: diffusers' lazy top level hides it from type checkers
     from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
-
-#: ``kind`` of a codec config that builds a `PatchCodec` (absent: an AutoencoderKL)
-PATCH_PCA = "patch_pca"
 
 
 class PatchCodec(nn.Module):

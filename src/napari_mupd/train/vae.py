@@ -3,7 +3,7 @@
 Loss: L1 reconstruction in [-1, 1] plus a small KL term. After training,
 ``scaling_factor`` is set so that latents of the training tiles have unit variance
 (what the diffusion transformer expects). A linear patch codec (``kind: patch_pca``) is
-fitted in closed form instead, on every tile once.
+fitted in closed form instead, on every training tile once.
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def train_vae(
 
 
 def _fit_codec(codec: PatchCodec, config: TrainConfig, out: Path) -> Path:
-    """Fit a patch codec on every RGB tile of the config; writes ``out``."""
+    """Fit a patch codec on every RGB tile of the config's training splits (held-out tiles
+    are left out, as the transformer's are); writes ``out``."""
     size = model_config(config).resolution
     tiles = [
         sample.source if sample.source is not None else sample.image
