@@ -85,7 +85,7 @@ def main() -> None:
         specs = [spec for spec in task.data if next(iter(spec.values())).get("holdout", 0) > 0]
         for spec, dataset in zip(specs, split_datasets(task, config, size, "test"), strict=True):
             samples = [dataset[i] for i in range(len(dataset))]
-            tiles = [s.source if s.source is not None else s.image for s in samples]
+            tiles = [s.he for s in samples]
             he += tiles
             sources[source_name(spec)] = tiles
             if task.kind == "stain":
@@ -107,7 +107,7 @@ def main() -> None:
     lines.append(row(name, f"H&E codec ({type(pipe.vae).__name__})", x, y))
     blocks = F.interpolate(F.avg_pool2d(x, 8), scale_factor=8, mode="bilinear")
     lines.append(row(name, "peer: 8 x 8 block colour, bilinear", x, blocks.clamp(0, 1)))
-    train = [s.source if s.source is not None else s.image for d in rgb_tiles(config, size)
+    train = [s.he for d in rgb_tiles(config, size)
              for s in (d[i] for i in range(len(d)))]  # fmt: skip
     pca4 = PatchCodec(latent_channels=4)
     fit_patch_codec(pca4, to_tensor(train))

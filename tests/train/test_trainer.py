@@ -170,11 +170,7 @@ def test_train_vae_fits_a_patch_codec_the_trainer_loads(tmp_path):
     trainer = Trainer(cfg)
     pipe = trainer.pipe
     assert pipe.config.canvas_channels == 16
-    tiles = [
-        d[i].source if d[i].source is not None else d[i].image
-        for d in rgb_tiles(cfg, 64)
-        for i in range(len(d))
-    ]
+    tiles = [d[i].he for d in rgb_tiles(cfg, 64) for i in range(len(d))]
     x = torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         z = encode(pipe.vae, x)

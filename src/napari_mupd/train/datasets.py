@@ -55,6 +55,11 @@ class Sample:
     rna: pd.Series | None = None  # gene symbol -> expression
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def he(self) -> np.ndarray:
+        """The sample's H&E tile: the source of a virtual-staining pair, else the target."""
+        return self.source if self.source is not None else self.image
+
 
 def sources(samples: Sequence[Sample]) -> list[np.ndarray]:
     """The source H&E tiles of virtual-staining samples (a DatasetError if one has none)."""

@@ -121,7 +121,7 @@ def _fit_codec(codec: PatchCodec, config: TrainConfig, out: Path) -> Path:
     are left out, as the transformer's are); writes ``out``."""
     size = model_config(config).resolution
     tiles = [
-        sample.source if sample.source is not None else sample.image
+        sample.he
         for data in rgb_tiles(config, size)
         for sample in (data[i] for i in range(len(data)))
     ]
@@ -140,6 +140,5 @@ def _batch(datasets: list[Sequence[Sample]], n: int, rng: np.random.Generator) -
     for _ in range(n):
         data = datasets[int(rng.integers(len(datasets)))]
         sample = data[int(rng.integers(len(data)))]
-        pick = sample.source if sample.source is not None else sample.image
-        tiles.append(dihedral([pick], rng)[0])
+        tiles.append(dihedral([sample.he], rng)[0])
     return torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2).float() / 255.0

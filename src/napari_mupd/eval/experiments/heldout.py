@@ -203,7 +203,7 @@ def evaluate_structure(
             seen.add(key)
             dataset = build_dataset({kind: {**args, "split": "test"}}, size, config.path)
             samples = [dataset[i] for i in range(min(len(dataset), max_tiles))]
-            tiles = [s.source if s.source is not None else s.image for s in samples]
+            tiles = [s.he for s in samples]
             name = getattr(dataset, "name", None) or type(dataset).__name__
             for target in targets:
                 virtual = _generate(
