@@ -43,16 +43,20 @@ class PatchCodec(nn.Module):
     def __init__(self, in_channels: int = 3, latent_channels: int = 16, patch: int = 8) -> None:
         super().__init__()
         self.in_channels, self.latent_channels, self.patch = in_channels, latent_channels, patch
-        self.config = {
-            "kind": PATCH_PCA,
-            "in_channels": in_channels,
-            "latent_channels": latent_channels,
-            "patch": patch,
-        }
         dim = in_channels * patch * patch
         self.register_buffer("basis", torch.zeros(latent_channels, dim))
         self.register_buffer("mean", torch.full((dim,), 0.5))
         self.register_buffer("latent_std", torch.ones(latent_channels))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The codec's config dict (what `build_vae` takes back)."""
+        return {
+            "kind": PATCH_PCA,
+            "in_channels": self.in_channels,
+            "latent_channels": self.latent_channels,
+            "patch": self.patch,
+        }
 
     def _kernel(self) -> Tensor:
         return self.basis.reshape(-1, self.in_channels, self.patch, self.patch)
