@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+from napari_mupd.errors import ConditionError, ConfigError
 from napari_mupd.model import MuPDConfig, MuPDPipeline
-from napari_mupd.train.loss import drop_conditions, make_training_batch, training_loss
+from napari_mupd.train.config import TrainConfig
+from napari_mupd.train.loss import (
+    drop_conditions,
+    make_training_batch,
+    sample_timesteps,
+    training_loss,
+)
 
 
 @pytest.fixture
@@ -63,6 +70,45 @@ def test_condition_dropout_rate() -> None:
     assert abs(1 - kept["text"].float().mean().item() - 0.1) < 0.01
     none = drop_conditions({"rna": torch.zeros(10, dtype=torch.bool)}, 0.0)
     assert not none["rna"].any()
+
+
+def test_uniform_timesteps_train_the_high_noise_steps_that_logit_normal_starves() -> None:
+    def high(sampling) -> float:
+        t = sample_timesteps(50_000, torch.Generator().manual_seed(0), sampling)
+        assert t.min() > 0 and t.max() < 1
+        return (t > 0.9).float().mean().item()
+
+    assert abs(high("uniform") - 0.1) < 0.01
+    assert abs(high("logit_normal") - 0.014) < 0.003  # P(N(0, 1) > logit 0.9 = 2.197)
+    with pytest.raises(ConditionError, match="uniform"):
+        sample_timesteps(4, None, "cosine")  # type: ignore[arg-type]
+
+
+def test_the_training_config_chooses_the_timestep_sampling() -> None:
+    task = {"name": "t", "kind": "plain", "data": []}
+    assert TrainConfig.from_dict({"out_dir": "x", "tasks": [task]}).timesteps == "uniform"
+    old = TrainConfig.from_dict({"out_dir": "x", "tasks": [task], "timesteps": "logit_normal"})
+    assert old.timesteps == "logit_normal"
+    with pytest.raises(ConfigError, match="timesteps"):
+        TrainConfig.from_dict({"out_dir": "x", "tasks": [task], "timesteps": "cosine"})
+
+
+def test_the_loss_draws_t_as_asked(pipe, monkeypatch) -> None:
+    rng = np.random.default_rng(0)
+    batch = make_training_batch(pipe, "H&E", rng.random((256, 64, 64, 3), dtype=np.float32))
+    seen: list[torch.Tensor] = []
+    forward = pipe.transformer.forward
+
+    def spy(x, t, *args, **kwargs):
+        seen.append(t)
+        return forward(x, t, *args, **kwargs)
+
+    monkeypatch.setattr(pipe.transformer, "forward", spy)
+    with torch.no_grad():
+        training_loss(pipe, batch, torch.Generator().manual_seed(0))
+        training_loss(pipe, batch, torch.Generator().manual_seed(0), "logit_normal")
+    uniform, logit = ((t > 0.9).float().mean().item() for t in seen)
+    assert uniform > 0.05 and logit < 0.04
 
 
 def test_training_drops_a_virtual_stains_source_like_a_condition(pipe, monkeypatch) -> None:

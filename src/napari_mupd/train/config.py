@@ -7,12 +7,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 
 from napari_mupd.errors import ConfigError
 from napari_mupd.model.config import MuPDConfig, split_target
+from napari_mupd.train.loss import TimestepSampling
 
 TaskKind = Literal["text", "rna", "image", "stain", "plain"]
 
@@ -58,6 +59,9 @@ class TrainConfig:
     augment: bool = True
     cache_latents: bool = True  # encode every tile once; augment latents by flips/rotations
     seed: int = 0
+    # how t is drawn: "uniform" (SiT) or "logit_normal" (SD3, the bundled checkpoint until
+    # 2026-12-07, which then rarely trains the high-noise steps; docs/training.md)
+    timesteps: TimestepSampling = "uniform"
     base_dir: str = "."
 
     def path(self, value: str | os.PathLike) -> Path:
@@ -97,6 +101,10 @@ class TrainConfig:
         config = cls(**{**raw, "tasks": tasks, "base_dir": str(Path(base_dir).resolve())})
         if config.steps < 1 or config.batch_size < 1:
             raise ConfigError("steps and batch_size must be positive")
+        if config.timesteps not in get_args(TimestepSampling):
+            raise ConfigError(
+                f"timesteps: {config.timesteps!r}; one of {', '.join(get_args(TimestepSampling))}"
+            )
         return config
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -62,9 +63,20 @@ def drop_conditions(
     return out
 
 
-def sample_timesteps(n: int, generator: torch.Generator | None = None) -> Tensor:
-    """Training times t in (0, 1) from a logit-normal(0, 1) distribution (as SD3)."""
-    return torch.sigmoid(torch.randn(n, generator=generator))
+#: How training draws t: "uniform" on (0, 1) (SiT, rectified flow) or "logit_normal" (0, 1)
+#: (SD3), which puts only 1.4 % of the draws above t = 0.9, where the layout is decided.
+TimestepSampling = Literal["uniform", "logit_normal"]
+
+
+def sample_timesteps(
+    n: int, generator: torch.Generator | None = None, sampling: TimestepSampling = "uniform"
+) -> Tensor:
+    """Training times t in (0, 1), uniform or logit-normal(0, 1)."""
+    if sampling == "logit_normal":
+        return torch.sigmoid(torch.randn(n, generator=generator))
+    if sampling == "uniform":
+        return torch.rand(n, generator=generator)
+    raise ConditionError(f"timestep sampling must be 'uniform' or 'logit_normal', not {sampling!r}")
 
 
 def flow_matching_loss(
@@ -76,8 +88,9 @@ def flow_matching_loss(
     source: Tensor | None = None,
     source_present: Tensor | None = None,
     generator: torch.Generator | None = None,
+    timesteps: TimestepSampling = "uniform",
 ) -> Tensor:
-    """Mean squared velocity error on the target's channels.
+    """Mean squared velocity error on the target's channels, t drawn by ``timesteps``.
 
     ``x_t = (1 - t) x_0 + t * noise`` and the target is ``v = noise - x_0``; channels a
     sample's target does not use are zeroed in the input and left out of the mean.
@@ -86,7 +99,7 @@ def flow_matching_loss(
     b = latents.shape[0]
     mask = channel_mask.to(latents.dtype)[:, :, None, None]
     noise = torch.randn(latents.shape, generator=generator).to(latents) * mask
-    t = sample_timesteps(b, generator).to(latents.device)
+    t = sample_timesteps(b, generator, timesteps).to(latents.device)
     x0 = latents * mask
     x_t = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * noise
     pred = transformer(x_t, t, target_ids, streams, source, source_present)
@@ -109,6 +122,7 @@ class TrainableMuPD(nn.Module):
         image_encoder: nn.Module,
         condition_dropout: float,
         drop_source: bool = False,
+        timesteps: TimestepSampling = "uniform",
     ) -> None:
         super().__init__()
         self.transformer = transformer
@@ -117,6 +131,7 @@ class TrainableMuPD(nn.Module):
         self.image_encoder = image_encoder
         self.condition_dropout = condition_dropout
         self.drop_source = drop_source
+        self.timesteps: TimestepSampling = timesteps
 
     def forward(self, batch: TrainingBatch, generator: torch.Generator | None = None) -> Tensor:
         """Flow-matching loss of a batch, conditions dropped at ``condition_dropout``."""
@@ -150,6 +165,7 @@ class TrainableMuPD(nn.Module):
             batch.source,
             kept.get("source", batch.source_present),
             generator,
+            self.timesteps,
         )
 
 
@@ -218,16 +234,19 @@ def make_training_batch(
 
 
 def training_loss(
-    pipe: MuPDPipeline, batch: TrainingBatch, generator: torch.Generator | None = None
+    pipe: MuPDPipeline,
+    batch: TrainingBatch,
+    generator: torch.Generator | None = None,
+    timesteps: TimestepSampling = "uniform",
 ) -> Tensor:
     """Flow-matching loss with condition dropout (``config.condition_dropout``, a virtual
     stain's source too where ``config.source_guidance``); the text (built-in), RNA and
     image encoders receive gradients with the transformer."""
     with pipe.autocast():
-        return trainable(pipe)(batch, generator)
+        return trainable(pipe, timesteps)(batch, generator)
 
 
-def trainable(pipe: MuPDPipeline) -> TrainableMuPD:
+def trainable(pipe: MuPDPipeline, timesteps: TimestepSampling = "uniform") -> TrainableMuPD:
     """The trained parts as one module (what an optimiser and accelerate wrap)."""
     return TrainableMuPD(
         pipe.transformer,
@@ -236,4 +255,5 @@ def trainable(pipe: MuPDPipeline) -> TrainableMuPD:
         pipe.image_encoder,
         pipe.config.condition_dropout,
         drop_source=pipe.config.source_guidance,
+        timesteps=timesteps,
     )

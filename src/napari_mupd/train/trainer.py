@@ -194,7 +194,7 @@ class Trainer:
             for task in tqdm(self.tasks, desc="encode tiles", unit="task", disable=None):
                 if _needs_vae(task):
                     task.latents = self._cache_latents(task)
-        module = trainable(self.pipe)
+        module = trainable(self.pipe, config.timesteps)
         self.ema = {k: v.detach().clone().float() for k, v in module.state_dict().items()}
         optimizer = torch.optim.AdamW(
             module.parameters(), lr=config.lr, weight_decay=config.weight_decay
