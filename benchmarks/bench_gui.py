@@ -124,6 +124,12 @@ def main() -> None:
     viewer.add_shapes([corners], shape_type="rectangle", scale=slide.scale, units=slide.units)
     stain.model.target.value = "IHC:Ki67"
     rows.append(measure(meter, f"Virtual stain, {s} px IHC", stain, stain.run.clicked.emit))
+    stain.samples.value = 2  # the mean of two samples and its uncertainty: two layers
+    rows.append(
+        measure(meter, f"Virtual stain, {s} px IHC, 2 samples + uncertainty layer", stain,
+                stain.run.clicked.emit)
+    )  # fmt: skip
+    stain.samples.value = 1
 
     generate = dock(viewer, "Generate tissue")
     generate.prompt.value = "H&E, colon, adenocarcinoma"

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from qtpy.QtCore import QTimer
 
 from helpers import CMU1
 from napari_mupd.errors import RegionError
@@ -96,6 +97,26 @@ def test_mif_gives_one_additive_layer_per_marker_and_uncertainty(setup, qtbot):
     assert cd3.metadata["marker"] == "CD3" and cd3.metadata["samples"] == 2
     assert std.data.ndim == 2 and std.data.max() > 0  # two seeds differ
     np.testing.assert_allclose(std.scale, cd3.scale)
+
+
+def test_each_result_layer_is_added_on_its_own_turn_of_the_event_loop(setup, qtbot):
+    """napari builds a layer on the GUI thread in one stretch: three in one turn would
+    stall the viewer three times as long. The job counts as running until the last."""
+    viewer, slide_layer, widget = setup
+    add_rectangle(viewer, slide_layer, 1000, 1000, 160, 160)
+    widget.model.target.value = "mIF:CD3,CD8"
+    widget.samples.value = 2
+    events: list[str] = []
+
+    def inserted(event) -> None:
+        events.append(f"layer (running: {widget.runner.running})")
+        QTimer.singleShot(0, lambda: events.append("turn"))
+
+    viewer.layers.events.inserted.connect(inserted)
+    run_and_wait(qtbot, widget)
+    qtbot.waitUntil(lambda: events.count("turn") == 3, timeout=5_000)
+    layer = "layer (running: True)"
+    assert events == [layer, "turn", layer, "turn", layer, "turn"]
 
 
 def test_polygon_and_field_of_view(setup, qtbot):

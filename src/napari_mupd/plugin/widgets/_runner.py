@@ -10,6 +10,12 @@ Long jobs ask first: a job reports ``(0, total)`` once it knows its work (e.g. t
 tiles of a region); when the time per unit measured on this job (or remembered from the
 last run under the same key) puts the rest above :data:`ASK_AFTER_S`, the job waits at its
 next ``cancel()`` poll while the dock asks "go on?" with the count and the estimate.
+
+A dock that shows its result as several layers hands it over in turns: its ``done`` may be
+a generator that yields after each layer, and the runner runs one step per turn of the
+event loop (napari builds each layer on the GUI thread in one stretch of ~0.1 s on two
+cores: three layers in one turn stall the viewer three times as long). The job counts as
+running until the last step.
 """
 
 from __future__ import annotations
@@ -20,14 +26,14 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from magicgui.widgets import Label, PushButton
 from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QMessageBox
 
 from napari_mupd.errors import Cancelled, MuPDError
@@ -36,6 +42,9 @@ log = logging.getLogger(__name__)
 
 Report = Callable[[int, int], None]
 Cancel = Callable[[], bool]
+#: What a job's result goes to on the GUI thread: a function, or a generator function
+#: whose steps run one per turn of the event loop.
+Done = Callable[[Any], Iterator[None] | None]
 #: No result yet (a job may return None).
 _NOTHING = object()
 #: Jobs estimated to take longer than this (seconds) ask before going on.
@@ -43,6 +52,9 @@ ASK_AFTER_S = 30.0
 #: Progress reports closer together than this (seconds) are not drawn (but the first,
 #: the last and the tile count are): the GUI thread draws, it does not keep count.
 DRAW_EVERY_S = 0.1
+#: Milliseconds between the steps of a hand-over: a zero timer would run before the paint
+#: and input events that the last step posted (napari draws a new layer in a paint event).
+HAND_OVER_MS = 20
 
 
 _WARMING: list[threading.Thread] = []
@@ -110,7 +122,7 @@ class TaskRunner(QObject):
         self._counted: float | None = None  # when the job reported (0, total)
         self._asked = False
         self._ended = False
-        self._done: Callable[[Any], None] = lambda result: None
+        self._done: Done = lambda result: None
         self._result: Any = _NOTHING
         self.rates: dict[str, float] = {}  # seconds per unit of work, by key, last run
         #: ``ask(question) -> bool``: the confirmation dialog (replaceable in tests).
@@ -119,18 +131,19 @@ class TaskRunner(QObject):
 
     @property
     def running(self) -> bool:
-        """True while a job runs."""
+        """True while a job runs or its result is being handed over."""
         return self.worker is not None
 
     def start(
         self,
         description: str,
         job: Callable[[Report, Cancel], Any],
-        done: Callable[[Any], None],
+        done: Done,
         key: str | None = None,
         unit: str = "tile",
     ) -> FunctionWorker:
-        """Start ``job`` in a worker thread; ``done(result)`` runs on the GUI thread.
+        """Start ``job`` in a worker thread; ``done(result)`` runs on the GUI thread (a
+        generator: one step per turn of the event loop).
 
         ``description`` labels the progress bar and the job's notifications; ``key``
         (default: the description) names the work whose measured rate is remembered;
@@ -266,9 +279,29 @@ class TaskRunner(QObject):
         result, self._result = self._result, _NOTHING
         if result is not _NOTHING:
             try:
-                self._done(result)
+                steps = self._done(result)
             except Exception as exc:  # a bug in a dock: shown, and the dock stays usable
                 self.fail(exc, self._description)
+            else:
+                if steps is not None:
+                    self._hand_over(steps)
+                    return
+        self._close()
+
+    def _hand_over(self, steps: Iterator[None]) -> None:
+        """Run the next step of a generator ``done``; the rest on the next turn."""
+        try:
+            next(steps)
+        except StopIteration:
+            self._close()
+        except Exception as exc:
+            self.fail(exc, self._description)
+            self._close()
+        else:
+            QTimer.singleShot(HAND_OVER_MS, lambda: self._hand_over(steps))
+
+    def _close(self) -> None:
+        """The job and its hand-over are over: the bar goes, Run comes back."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import napari
@@ -216,8 +217,10 @@ class VirtualStainWidget(Container):
         image: napari.layers.Image,
         target: str,
         given_mpp: float | None = None,
-    ) -> None:
-        """Add the results over the source layer."""
+    ) -> Iterator[None]:
+        """Add the results over the source layer, one layer per turn of the event loop
+        (the runner drives it: a stain with K markers and its uncertainty would otherwise
+        stall the viewer K + 1 layer insertions long)."""
         self.added = []
         for result in results:
             for data, kwargs, _ in result_layers(result, image, target, given_mpp):
@@ -225,6 +228,7 @@ class VirtualStainWidget(Container):
                 if not layer.rgb:  # marker intensities and uncertainty: what the colours mean
                     layer.colorbar.visible = True
                 self.added.append(layer)
+                yield
         shown = [layer for layer in self.added if layer.visible]
         if shown:  # the stain, not the hidden uncertainty, is the active layer
             self.viewer.layers.selection.active = shown[0]
