@@ -13,7 +13,7 @@ import yaml
 
 from napari_mupd.errors import ConfigError
 from napari_mupd.model.config import MuPDConfig, split_target
-from napari_mupd.train.loss import TimestepSampling
+from napari_mupd.train.loss import DEFAULT_TIMESTEPS, TimestepSampling
 
 TaskKind = Literal["text", "rna", "image", "stain", "plain"]
 
@@ -61,7 +61,7 @@ class TrainConfig:
     seed: int = 0
     # how t is drawn: "uniform" (SiT) or "logit_normal" (SD3, the bundled checkpoint until
     # 2026-12-07, which then rarely trains the high-noise steps; docs/training.md)
-    timesteps: TimestepSampling = "uniform"
+    timesteps: TimestepSampling = DEFAULT_TIMESTEPS
     base_dir: str = "."
 
     def path(self, value: str | os.PathLike) -> Path:

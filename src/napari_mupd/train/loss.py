@@ -66,10 +66,11 @@ def drop_conditions(
 #: How training draws t: "uniform" on (0, 1) (SiT, rectified flow) or "logit_normal" (0, 1)
 #: (SD3), which puts only 1.4 % of the draws above t = 0.9, where the layout is decided.
 TimestepSampling = Literal["uniform", "logit_normal"]
+DEFAULT_TIMESTEPS: TimestepSampling = "uniform"
 
 
 def sample_timesteps(
-    n: int, generator: torch.Generator | None = None, sampling: TimestepSampling = "uniform"
+    n: int, generator: torch.Generator | None = None, sampling: TimestepSampling = DEFAULT_TIMESTEPS
 ) -> Tensor:
     """Training times t in (0, 1), uniform or logit-normal(0, 1)."""
     if sampling == "logit_normal":
@@ -88,7 +89,7 @@ def flow_matching_loss(
     source: Tensor | None = None,
     source_present: Tensor | None = None,
     generator: torch.Generator | None = None,
-    timesteps: TimestepSampling = "uniform",
+    timesteps: TimestepSampling = DEFAULT_TIMESTEPS,
 ) -> Tensor:
     """Mean squared velocity error on the target's channels, t drawn by ``timesteps``.
 
@@ -122,7 +123,7 @@ class TrainableMuPD(nn.Module):
         image_encoder: nn.Module,
         condition_dropout: float,
         drop_source: bool = False,
-        timesteps: TimestepSampling = "uniform",
+        timesteps: TimestepSampling = DEFAULT_TIMESTEPS,
     ) -> None:
         super().__init__()
         self.transformer = transformer
@@ -237,7 +238,7 @@ def training_loss(
     pipe: MuPDPipeline,
     batch: TrainingBatch,
     generator: torch.Generator | None = None,
-    timesteps: TimestepSampling = "uniform",
+    timesteps: TimestepSampling = DEFAULT_TIMESTEPS,
 ) -> Tensor:
     """Flow-matching loss with condition dropout (``config.condition_dropout``, a virtual
     stain's source too where ``config.source_guidance``); the text (built-in), RNA and
@@ -246,7 +247,7 @@ def training_loss(
         return trainable(pipe, timesteps)(batch, generator)
 
 
-def trainable(pipe: MuPDPipeline, timesteps: TimestepSampling = "uniform") -> TrainableMuPD:
+def trainable(pipe: MuPDPipeline, timesteps: TimestepSampling = DEFAULT_TIMESTEPS) -> TrainableMuPD:
     """The trained parts as one module (what an optimiser and accelerate wrap)."""
     return TrainableMuPD(
         pipe.transformer,
