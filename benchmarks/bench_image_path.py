@@ -7,9 +7,11 @@ the stain optical densities of the reconstruction relative to the input (DAB and
 haematoxylin ratios; eosin in OD units, which an IHC should not gain):
 
 - the H&E codec (encode -> decode; the bundled one is a 16-component patch PCA) on
-  held-out H&E tiles (the test splits of the config), beside two peers fitted in the same
-  run: each 8 x 8 block's mean colour (bilinear), and a patch PCA with 4 components (the
-  latent size of the AutoencoderKL it replaced); and on IHC tiles, where it is not used;
+  held-out H&E tiles (the test splits of the config), beside peers fitted in the same
+  run on the training tiles: each 8 x 8 block's mean colour (bilinear), a patch PCA with 4
+  components (the latent size of the AutoencoderKL it replaced), and patch PCAs with 32
+  components of RGB and of optical density (``space: od``; per source too); and on IHC
+  tiles, where it is not used;
 - the stain renderer (stain latent + the tile's own nuclear density -> H-DAB) on the IHC
   tiles: scikit-image's colon IHC (never seen in training) and the held-out test splits
   of the serial IHC sections.
@@ -109,12 +111,20 @@ def main() -> None:
     lines.append(row(name, "peer: 8 x 8 block colour, bilinear", x, blocks.clamp(0, 1)))
     train = [s.he for d in rgb_tiles(config, size)
              for s in (d[i] for i in range(len(d)))]  # fmt: skip
-    pca4 = PatchCodec(latent_channels=4)
-    fit_patch_codec(pca4, to_tensor(train))
-    lines.append(row(name, "peer: patch PCA, 4 components", x, decode(pca4, encode(pca4, x))))
+    peers = {
+        f"peer: {space.upper()} patch PCA, {k} components": PatchCodec(
+            latent_channels=k, space=space
+        )
+        for k, space in ((4, "rgb"), (32, "rgb"), (32, "od"))
+    }
+    for label, codec in peers.items():
+        fit_patch_codec(codec, to_tensor(train))
+        lines.append(row(name, label, x, decode(codec, encode(codec, x))))
+    per_source = {"H&E codec": pipe.vae, **dict(list(peers.items())[1:])}
     for source, tiles in sources.items():  # each H&E source once
         x = to_tensor(tiles)
-        lines.append(row(f"H&E, {source}", "H&E codec", x, decode(pipe.vae, encode(pipe.vae, x))))
+        for label, codec in per_source.items():
+            lines.append(row(f"H&E, {source}", label, x, decode(codec, encode(codec, x))))
     assert pipe.stain_renderer is not None
     for name, tiles in ihc.items():
         x = to_tensor(tiles)

@@ -5,6 +5,7 @@ import torch
 
 from napari_mupd.errors import ConfigError
 from napari_mupd.model import MuPDConfig
+from napari_mupd.model.stain_renderer import compose_stains, stain_densities
 from napari_mupd.model.vae import (
     PatchCodec,
     build_vae,
@@ -65,9 +66,50 @@ def test_patch_codec_is_the_principal_components_of_its_blocks() -> None:
     torch.testing.assert_close(again.basis, small.basis)
 
 
+@torch.no_grad()
+def test_an_optical_density_codec_keeps_each_stains_amount() -> None:
+    """Stains add up in optical density, so a linear code of OD blocks keeps their means
+    exactly (the mean block is in the code); with every component it is lossless; and it
+    decodes to valid RGB. An RGB code of the same size shifts the stains of dark pixels."""
+    g = torch.Generator().manual_seed(3)
+    dens = torch.nn.functional.interpolate(torch.rand(8, 3, 4, 4, generator=g), size=(32, 32))
+    dens = dens * torch.tensor([1.2, 0.6, 0.0])[None, :, None, None]  # H&E: no DAB
+    dens = dens * (torch.rand(8, 1, 32, 32, generator=g) > 0.3)  # sharp "nuclei" and glass
+    images = compose_stains(dens)
+    full = PatchCodec(latent_channels=192, space="od")
+    fit_patch_codec(full, images)
+    torch.testing.assert_close(decode(full, encode(full, images)), images, atol=1e-3, rtol=0)
+    for space in ("od", "rgb"):
+        codec = PatchCodec(latent_channels=8, space=space)
+        fit_patch_codec(codec, images)
+        out = decode(codec, encode(codec, images))
+        assert out.min() >= 0 and out.max() <= 1
+        before, after = (
+            stain_densities(images).mean((0, 2, 3)),
+            stain_densities(out).mean((0, 2, 3)),
+        )
+        ratio = (after[:2] / before[:2] - 1).abs().max()
+        if space == "od":
+            assert ratio < 0.05
+        else:
+            assert ratio > 0.05
+    with pytest.raises(ValueError, match="'rgb' or 'od'"):
+        PatchCodec(space="lab")
+
+
 def test_patch_codec_is_built_from_its_config_and_checked() -> None:
     codec = build_vae({"kind": "patch_pca", "in_channels": 3, "latent_channels": 8, "patch": 8})
     assert isinstance(codec, PatchCodec) and codec.config["latent_channels"] == 8
+    assert codec.space == "rgb"  # checkpoints from before ``space`` code RGB
+    od = build_vae({**codec.config, "space": "od"})
+    assert isinstance(od, PatchCodec) and od.config["space"] == "od"
+    with pytest.raises(ConfigError, match="'rgb' or 'od'"):
+        MuPDConfig.from_dict(
+            {
+                **MuPDConfig.tiny().to_dict(),
+                "vae": {**codec.config, "latent_channels": 4, "space": "hsv"},
+            }
+        )
     with pytest.raises(ConfigError, match="latent channels"):
         MuPDConfig.from_dict({**MuPDConfig.tiny().to_dict(), "vae": codec.config})
     with pytest.raises(ConfigError, match="patch: 8"):

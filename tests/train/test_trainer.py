@@ -188,6 +188,10 @@ def test_train_vae_fits_a_patch_codec_the_trainer_loads(tmp_path):
     other = build_pipeline(config(tmp_path / "kl"))
     with pytest.raises(ConfigError, match="patch_pca"):
         load_vae(other, folder)
+    raw["model"]["vae"] = {**codec, "space": "od"}
+    od = build_pipeline(TrainConfig.from_dict(raw, base_dir=tmp_path))
+    with pytest.raises(ConfigError, match="codes rgb blocks"):
+        load_vae(od, folder)  # an RGB fit is no OD codec
 
 
 def test_train_vae_decoder_only_keeps_the_latents(tmp_path, capsys):

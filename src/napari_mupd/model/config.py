@@ -232,6 +232,10 @@ class MuPDConfig:
             )
         if self.vae.get("kind") == PATCH_PCA and self.vae.get("patch", 8) != 8:
             raise ConfigError("a patch_pca vae codes 8 x 8 blocks (patch: 8), as the model expects")
+        if self.vae.get("kind") == PATCH_PCA and self.vae.get("space", "rgb") not in ("rgb", "od"):
+            raise ConfigError(
+                f"a patch_pca vae codes 'rgb' or 'od' blocks, not {self.vae['space']!r}"
+            )
         if self.mif_markers and self.mif_vae is None:
             raise ConfigError("mIF targets need a mif_vae config")
         if self.mif_vae is not None and (

@@ -134,6 +134,11 @@ def load_vae(pipe: MuPDPipeline, folder: Path) -> None:
             f"vae: {folder} holds a {vae_config.get('kind') or 'AutoencoderKL'}, the model "
             f"config a {pipe.config.vae.get('kind') or 'AutoencoderKL'}"
         )
+    if isinstance(pipe.vae, PatchCodec) and vae_config.get("space", "rgb") != pipe.vae.space:
+        raise ConfigError(
+            f"vae: {folder} codes {vae_config.get('space', 'rgb')} blocks, the model config "
+            f"{pipe.vae.space} (space: in model.vae)"
+        )
     pipe.vae.load_state_dict(load_file(folder / "vae.safetensors"))
     if not isinstance(pipe.vae, PatchCodec):
         scaling = float(vae_config["scaling_factor"])
