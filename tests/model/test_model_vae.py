@@ -93,7 +93,7 @@ def test_an_optical_density_codec_keeps_each_stains_amount() -> None:
             assert ratio < 0.05
         else:
             assert ratio > 0.05
-    with pytest.raises(ValueError, match="'rgb' or 'od'"):
+    with pytest.raises(ConfigError, match="'rgb' or 'od'"):
         PatchCodec(space="lab")
 
 

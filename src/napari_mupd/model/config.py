@@ -49,6 +49,8 @@ DEFAULT_TEXT_VOCAB: tuple[str, ...] = (
 
 #: ``kind`` of a codec config that builds a linear patch codec (absent: an AutoencoderKL)
 PATCH_PCA = "patch_pca"
+#: What a patch codec may code (``space`` of its config): RGB, or optical density.
+CODE_SPACES = ("rgb", "od")
 
 
 def _vae(
@@ -232,7 +234,7 @@ class MuPDConfig:
             )
         if self.vae.get("kind") == PATCH_PCA and self.vae.get("patch", 8) != 8:
             raise ConfigError("a patch_pca vae codes 8 x 8 blocks (patch: 8), as the model expects")
-        if self.vae.get("kind") == PATCH_PCA and self.vae.get("space", "rgb") not in ("rgb", "od"):
+        if self.vae.get("kind") == PATCH_PCA and self.vae.get("space", "rgb") not in CODE_SPACES:
             raise ConfigError(
                 f"a patch_pca vae codes 'rgb' or 'od' blocks, not {self.vae['space']!r}"
             )

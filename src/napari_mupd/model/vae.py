@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from napari_mupd.model.config import PATCH_PCA
+from napari_mupd.errors import ConfigError
+from napari_mupd.model.config import CODE_SPACES, PATCH_PCA
 
 if TYPE_CHECKING:  # the class itself: diffusers' lazy top level hides it from type checkers
     from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
@@ -67,8 +68,8 @@ class PatchCodec(nn.Module):
         space: Literal["rgb", "od"] = "rgb",
     ) -> None:
         super().__init__()
-        if space not in ("rgb", "od"):
-            raise ValueError(f"a patch codec codes 'rgb' or 'od' blocks, not {space!r}")
+        if space not in CODE_SPACES:
+            raise ConfigError(f"a patch codec codes 'rgb' or 'od' blocks, not {space!r}")
         self.in_channels, self.latent_channels, self.patch = in_channels, latent_channels, patch
         self.space = space
         dim = in_channels * patch * patch
